@@ -1,0 +1,3 @@
+from mvgen.app import main
+
+main()

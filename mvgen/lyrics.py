@@ -1,0 +1,51 @@
+"""Lyrics with section tags -> lines with section metadata.
+
+Format (ACE-Step's): a tag on its own line opens a section, ``[verse]``, ``[chorus]``, ``[verse 2]``,
+``[bridge]``...; every other non-empty line is one phrase. Lines before any tag belong to ``verse``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mvgen.errors import MvgenError
+
+_TAG = re.compile(r"^\[\s*([A-Za-z][A-Za-z _-]*?)\s*(\d+)?\s*\]$")
+
+
+@dataclass(frozen=True)
+class LyricLine:
+    index: int  # 0-based position among all lines
+    text: str
+    section: str  # lower-case tag name: verse, chorus, bridge, ...
+    section_index: int  # 1-based occurrence of this section name (verse 1, verse 2, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_lyrics(lyrics: str) -> list[LyricLine]:
+    lines: list[LyricLine] = []
+    section, counts = "verse", {}
+    for raw in lyrics.splitlines():
+        text = raw.strip()
+        if not text:
+            continue
+        tag = _TAG.match(text)
+        if tag:
+            section = tag.group(1).strip().lower().replace(" ", "_")
+            counts[section] = counts.get(section, 0) + 1
+            continue
+        counts.setdefault(section, 1)
+        lines.append(LyricLine(len(lines), text, section, counts[section]))
+    if not lines:
+        raise MvgenError("the song has no lyric lines; put one phrase per line under [verse]/[chorus] tags "
+                         "in song.lyrics")
+    return lines
+
+
+def plain_text(lines: list[LyricLine]) -> str:
+    """The lyrics without tags, one line per phrase: what the aligner reads."""
+    return "\n".join(line.text for line in lines)

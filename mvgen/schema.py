@@ -1,0 +1,207 @@
+"""Config schemas, registered in Hydra's ConfigStore so a typo or a wrong type fails at compose time.
+
+Every option file in ``conf/<group>/`` starts its defaults list with the schema it fills
+(``- base_<name>``), the pattern of Hydra's own structured-config examples: the YAML supplies values,
+the dataclass supplies the keys and their types. The primary config extends ``base_config``.
+
+Nothing here imports torch or any model library: ``mvgen --help`` composes these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# --------------------------------------------------------------------------------------------- song
+
+
+@dataclass
+class VisualBible:
+    """What every frame of this song's video shares: who, where, which colours, which camera."""
+
+    characters: List[str] = field(default_factory=list)
+    locations: List[str] = field(default_factory=list)
+    palette: List[str] = field(default_factory=list)  # hex colours, "#rrggbb"
+    era: str = ""
+    camera: str = ""
+
+
+@dataclass
+class SongConfig:
+    id: str = MISSING  # becomes part of file names: sanitized before use
+    title: str = ""
+    artist: str = ""
+    language: str = "en"  # ISO 639-1
+    style: str = ""  # music style prompt (ACE-Step) and mood source
+    bpm: Optional[float] = None
+    lyrics: str = MISSING  # one line per phrase, [verse]/[chorus]/[bridge]... tags on their own lines
+    visual: VisualBible = field(default_factory=VisualBible)
+
+
+# -------------------------------------------------------------------------------------- music stage
+
+
+@dataclass
+class DemoMusicConfig:
+    _target_: str = "mvgen.stages.music.DemoSongMaker"
+    voice: str = "en-us"
+    words_per_minute: int = 150
+    sample_rate: int = 48000
+    bars_intro: int = 2
+    bars_between_sections: int = 1
+    bars_outro: int = 2
+    vocal_gain_db: float = 0.0
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class FileMusicConfig:
+    _target_: str = "mvgen.stages.music.AudioFileSong"
+    path: str = MISSING
+    sample_rate: int = 48000
+    min_seconds: float = 2.0
+    max_seconds: float = 1200.0
+
+
+# ----------------------------------------------------------------------------------- annotate stage
+
+
+@dataclass
+class StableTsAlignConfig:
+    _target_: str = "mvgen.stages.annotate.StableTsAligner"
+    model: str = "tiny.en"  # a bundled model name, or a faster-whisper (CTranslate2) folder
+    device: str = "${runtime.device}"
+    compute_type: str = "int8"
+    language: str = "${song.language}"
+    max_onset_lead: float = 0.5  # a line's onset is at most this long before its first word ends
+    instrumental_min_gap: float = 2.0  # gaps without vocals at least this long become instrumental phrases
+
+
+# ------------------------------------------------------------------------------------ segment stage
+
+
+@dataclass
+class PhrasePlannerConfig:
+    _target_: str = "mvgen.stages.segment.PhrasePlanner"
+    min_seconds: float = 2.0
+    target_seconds: float = 5.0
+    max_seconds: float = 8.0
+    lead_in: float = 0.24  # cut this long before a phrase onset, so the clip's motion can start
+    fps: int = "${render.fps}"  # type: ignore[assignment]
+    frame_step: int = "${render.frame_step}"  # type: ignore[assignment]
+    max_frames: int = "${render.max_frames}"  # type: ignore[assignment]
+
+
+# ------------------------------------------------------------------------------------ frames stage
+
+
+@dataclass
+class PromptsConfig:
+    _target_: str = "mvgen.stages.prompts.PromptBuilder"
+    lyric: str = MISSING  # template for segments with a lyric; fields in README
+    instrumental: str = MISSING
+    negative: str = ""
+    lyric_shots: List[str] = field(default_factory=list)
+    instrumental_shots: List[str] = field(default_factory=list)
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class StoryboardFramesConfig:
+    _target_: str = "mvgen.stages.frames.StoryboardFrames"
+    candidates: int = 4
+    width: int = "${render.width}"  # type: ignore[assignment]
+    height: int = "${render.height}"  # type: ignore[assignment]
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class AutoReviewConfig:
+    _target_: str = "mvgen.stages.review.AutoReview"
+    contrast_weight: float = 1.0
+    colourfulness_weight: float = 1.0
+    sharpness_weight: float = 1.0
+
+
+# ------------------------------------------------------------------------------------ render stage
+
+
+@dataclass
+class AnimaticRenderConfig:
+    _target_: str = "mvgen.stages.render.AnimaticRenderer"
+    fps: int = 25
+    width: int = 960
+    height: int = 544
+    frame_step: int = 8  # the video model's frame rule: num_frames = frame_step * k + 1 (LTX)
+    max_frames: int = 257
+    zoom: float = 0.12  # how far the camera pushes in or pulls out over one clip
+    captions: bool = True
+    preset: str = "veryfast"  # libx264
+    crf: int = 20
+    seed: int = "${seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class AssembleConfig:
+    _target_: str = "mvgen.stages.assemble.Assembler"
+    audio_bitrate: int = 192000
+    stream_copy: bool = True  # concatenate clip packets when their encodings match; re-encode otherwise
+    preset: str = "veryfast"  # used only when re-encoding
+    crf: int = 18
+
+
+# ----------------------------------------------------------------------------------------- runtime
+
+
+@dataclass
+class StoreConfig:
+    root: str = "outputs/store"  # shared by every run and sweep job that points here
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "cpu"
+    progress: bool = True
+    debug: bool = False  # show tracebacks for user errors
+
+
+@dataclass
+class MvgenConfig:
+    song: Any = MISSING
+    music: Any = MISSING
+    annotate: Any = MISSING
+    segment: Any = MISSING
+    prompts: Any = MISSING
+    frames: Any = MISSING
+    review: Any = MISSING
+    render: Any = MISSING
+    assemble: Any = MISSING
+    seed: int = 0
+    store: StoreConfig = field(default_factory=StoreConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    profile: Dict[str, Any] = field(default_factory=dict)  # filled by profile files (name, description)
+
+
+SCHEMAS: Dict[str, Dict[str, type]] = {
+    "song": {"base_song": SongConfig},
+    "music": {"base_demo": DemoMusicConfig, "base_file": FileMusicConfig},
+    "annotate": {"base_stable_ts": StableTsAlignConfig},
+    "segment": {"base_phrase": PhrasePlannerConfig},
+    "prompts": {"base_prompts": PromptsConfig},
+    "frames": {"base_storyboard": StoryboardFramesConfig},
+    "review": {"base_auto": AutoReviewConfig},
+    "render": {"base_animatic": AnimaticRenderConfig},
+    "assemble": {"base_assemble": AssembleConfig},
+}
+
+
+def register_configs() -> None:
+    """Put every schema in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=MvgenConfig)
+    for group, nodes in SCHEMAS.items():
+        for name, node in nodes.items():
+            cs.store(group=group, name=name, node=node)
