@@ -18,7 +18,7 @@ import numpy as np
 from mvgen.errors import MvgenError
 from mvgen.lyrics import parse_lyrics
 from mvgen.media.audio import decode_audio, resample, write_wav
-from mvgen.util import write_json
+from mvgen.util import sha256_file, write_json
 
 SONG_WAV, SONG_JSON, TRUTH_JSON = "song.wav", "song.json", "truth.json"
 
@@ -147,6 +147,12 @@ class AudioFileSong:
         self.path = Path(path).expanduser()
         self.rate = sample_rate
         self.min_seconds, self.max_seconds = min_seconds, max_seconds
+
+    def fingerprint(self) -> dict[str, str]:
+        """The audio's content hash: the store key follows the file's bytes, not its name."""
+        if not self.path.is_file():
+            raise MvgenError(f"audio file not found: {self.path}; check music.path")
+        return {"audio": sha256_file(self.path)}
 
     def make(self, song: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         parse_lyrics(song["lyrics"])  # fail before decoding if the song file has no lyrics

@@ -1,0 +1,257 @@
+"""The ``mvgen`` entry point: Hydra at the edge, stage objects instantiated from config.
+
+    mvgen [OVERRIDES]                   one run (Hydra's own flags work: -m, --cfg job, --info defaults)
+    mvgen rerun RUN_DIR [OVERRIDES]     replay RUN_DIR/.hydra/overrides.yaml against conf/ into a new run
+    mvgen compare SWEEP_DIR             rebuild compare.html + compare.json for a sweep
+
+Overrides are checked by composing the config before Hydra runs, so a typo or a wrong type is one
+line naming the key. Nothing on the ``--help`` path imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from mvgen.errors import MvgenError
+from mvgen.schema import register_configs
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("music", "annotate", "segment", "prompts", "frames", "review", "render", "assemble")
+SUBCOMMANDS = ("rerun", "compare")
+
+log = logging.getLogger("mvgen")
+_rerun_of: Path | None = None
+
+register_configs()
+
+
+# ------------------------------------------------------------------------------------ the run itself
+def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
+    """Instantiate every stage from its config group and wire them into a Pipeline."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from mvgen.pipeline import Pipeline, Stages
+    from mvgen.store import ArtifactStore
+
+    built = {}
+    for group in GROUPS:
+        try:
+            built[group] = instantiate(cfg[group], _convert_="all")
+        except InstantiationException as exc:
+            if isinstance(exc.__cause__, MvgenError):
+                raise exc.__cause__ from None
+            raise
+    configs: dict[str, Any] = {g: OmegaConf.to_container(cfg[g], resolve=True) for g in GROUPS}
+    configs["seed"] = cfg.seed
+    song = OmegaConf.to_container(cfg.song, resolve=True)
+    assert isinstance(song, dict)
+    return Pipeline(song=song, stages=Stages(**built), configs=configs, store=ArtifactStore(cfg.store.root),
+                    run_dir=run_dir, progress=cfg.runtime.progress)
+
+
+def _task(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        pipeline = build_pipeline(cfg, run_dir)
+        if _rerun_of is not None:
+            pipeline.manifest_extra["rerun_of"] = str(_rerun_of)
+            _warn_if_config_drifted(cfg, _rerun_of)
+        manifest = pipeline.run()
+    except MvgenError as exc:
+        if cfg.runtime.debug:
+            raise
+        print(f"mvgen: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    stages = manifest["stages"]
+    hits = sum(s["hits"] for s in stages.values())
+    misses = sum(s["misses"] for s in stages.values())
+    print(f"mvgen: {run_dir / 'master.mp4'} ({manifest['master']['duration']:.2f} s, "
+          f"{manifest['master']['frames']} frames) in {manifest['wall_seconds']:.1f} s; "
+          f"store hits {hits}, misses {misses}")
+
+
+def _warn_if_config_drifted(cfg: DictConfig, original: Path) -> None:
+    saved = OmegaConf.load(original / ".hydra" / "config.yaml")
+    now = OmegaConf.to_container(cfg, resolve=False)
+    before = OmegaConf.to_container(saved, resolve=False)
+    assert isinstance(now, dict) and isinstance(before, dict)
+    drifted = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+    if drifted:
+        log.warning("conf/ has changed since %s: %s differ from the saved config; the rerun uses the current files",
+                    original, ", ".join(drifted))
+
+
+# ------------------------------------------------------------------------------ override checking
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def describe_config_error(exc: BaseException) -> str:
+    """One line from Hydra/OmegaConf's multi-line errors: the first line of each cause, plus the key."""
+    parts: list[str] = []
+    key, seen, options = None, set(), ""
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        line = _first_line(text).rstrip(".")
+        if line and "$VALUE" not in line and not line.startswith(("Error merging override", "invalid literal")) \
+                and line not in parts:
+            parts.append(line)
+        if "Available options" in text and not options:
+            names = [n.strip() for n in text.split("Available options", 1)[1].splitlines()[1:]]
+            names = [n for n in names if n and not n.startswith(("Config search path", "base_"))]
+            options = "; available: " + ", ".join(names[:20]) if names else ""
+            options = options.split("; available: Config")[0]
+        key = key or getattr(current, "full_key", None)
+        current = current.__cause__ or current.__context__
+    message = ": ".join(parts) or type(exc).__name__
+    if key and key not in message:
+        message += f" (key: {key})"
+    return message + options
+
+
+def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> None:
+    """Compose the config once per sweep value; raise MvgenError with one line on the first failure."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise MvgenError(f"cannot parse the overrides: {describe_config_error(exc)}") from exc
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweeps = [(o.input_line.split("=", 1)[0], list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override()]
+    firsts = [f"{key}={values[0]}" for key, values in sweeps if values]
+    trials = [fixed + firsts]
+    for i, (key, values) in enumerate(sweeps):
+        others = firsts[:i] + firsts[i + 1:]
+        trials += [fixed + others + [f"{key}={v}"] for v in values[1:]]
+    extra_dirs = [config_dir] if config_dir else []
+    for trial in trials:
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                if extra_dirs:
+                    trial = trial + [f"hydra.searchpath=[file://{Path(extra_dirs[0]).resolve()}]"]
+                cfg = compose(config_name="config", overrides=trial)
+                OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except (HydraException, OmegaConfBaseException, ValueError) as exc:
+            raise MvgenError(describe_config_error(exc)) from exc
+        finally:
+            GlobalHydra.instance().clear()
+
+
+def _needs_check(args: Any) -> bool:
+    flags = (args.help, args.hydra_help, args.cfg, args.info, args.shell_completion)
+    return not any(flags)
+
+
+# -------------------------------------------------------------------------------------------- help
+HELP = """mvgen: make a music video from a song with open generative models.
+
+Usage:
+  mvgen [OVERRIDE ...]                 run the pipeline (default: preview profile on the demo song)
+  mvgen -m KEY=A,B [OVERRIDE ...]      sweep; writes compare.html + compare.json in the sweep directory
+  mvgen rerun RUN_DIR [OVERRIDE ...]   reproduce a run from RUN_DIR/.hydra into a new run directory
+  mvgen compare SWEEP_DIR              (re)build compare.html + compare.json for a sweep directory
+  mvgen --cfg job                      print the composed config (any KEY=VALUE there can be overridden)
+  mvgen --info defaults                show which file fills each config group
+  mvgen --hydra-help                   Hydra's own flags (--config-dir, --multirun, ...)
+
+Stages: music -> annotate -> segment -> frames + review -> render + assemble. Every artifact is
+cached in the store (store.root, shared by all runs) keyed by its config and inputs: a second
+identical run computes nothing. Each run writes outputs/YYYY-MM-DD/HH-MM-SS-ffffff/ with
+master.mp4, timeline.png, contact_sheet.png and manifest.json.
+Errors are one line; add runtime.debug=true for the traceback.
+
+Config groups (GROUP=OPTION; files in {conf}):
+{groups}
+
+Examples:
+  mvgen segment.max_seconds=6 frames.candidates=2 render=animatic
+  mvgen music=file music.path=my_song.flac song=my_song
+  mvgen -m render.zoom=0.05,0.2
+  mvgen -m prompts=default,noir
+"""
+
+
+def help_text() -> str:
+    """The --help page, built from conf/ without composing a config (Hydra's group listing takes seconds)."""
+    lines = []
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in group.glob("*.yaml"))
+        lines.append(f"  {group.name + ':':10s} {', '.join(options)}")
+    return HELP.format(conf=CONF_DIR, groups="\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------- subcommands
+def _rerun(argv: list[str]) -> list[str]:
+    """Turn ``rerun RUN_DIR [OVERRIDES]`` into the original command line (plus any new overrides)."""
+    global _rerun_of
+    if not argv:
+        raise MvgenError("usage: mvgen rerun RUN_DIR [OVERRIDE ...]")
+    run_dir = Path(argv[0])
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise MvgenError(f"{run_dir} is not an mvgen run directory (no .hydra/overrides.yaml)")
+    overrides = yaml.safe_load(saved.read_text()) or []
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    extra: list[str] = []
+    if hydra_yaml.is_file():
+        hydra_cfg = yaml.safe_load(hydra_yaml.read_text())["hydra"]
+        for source in hydra_cfg.get("runtime", {}).get("config_sources", []):
+            if source.get("provider") == "command-line" and source.get("schema") == "file":
+                extra += ["--config-dir", source["path"]]
+    _rerun_of = run_dir.resolve()
+    print(f"mvgen: rerun of {run_dir} with {overrides + argv[1:] or 'no overrides'}")
+    return extra + list(overrides) + argv[1:]
+
+
+def _compare(argv: list[str]) -> None:
+    from mvgen.report.compare import write_compare
+
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        raise MvgenError("usage: mvgen compare SWEEP_DIR (a multirun directory with numbered job folders)")
+    print(f"mvgen: {write_compare(argv[0])}")
+
+
+# -------------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> None:
+    import hydra
+    from hydra._internal.utils import get_args_parser
+
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args_in and args_in[0] in ("--help", "-h", "help"):
+            print(help_text(), end="")
+            return
+        if args_in and args_in[0] == "compare":
+            _compare(args_in[1:])
+            return
+        if args_in and args_in[0] == "rerun":
+            args_in = _rerun(args_in[1:])
+        args = get_args_parser().parse_args(args_in)
+        if _needs_check(args):
+            check_overrides(args.overrides, args.config_dir)
+    except MvgenError as exc:
+        print(f"mvgen: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0]] + args_in
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)()
+
+
+if __name__ == "__main__":
+    main()

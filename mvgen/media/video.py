@@ -1,0 +1,167 @@
+"""Video I/O on PyAV: H.264 clip writing, probing, stream-copy concatenation with the song muxed in.
+
+Clips are written with identical encoder settings and without B-frames, so their packets can be
+concatenated without re-encoding (decode order equals display order; timestamps are frame indices).
+"""
+
+from __future__ import annotations
+
+import fractions
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import av
+import numpy as np
+
+AUDIO_RATE = 48000
+_AUDIO_CHUNK = 1024
+
+
+def h264_options(preset: str, crf: int) -> dict[str, str]:
+    # bf=0: no frame reordering, so clips concatenate by packet copy with pts == dts == frame index.
+    return {"preset": preset, "crf": str(crf), "bf": "0", "profile": "high"}
+
+
+def write_clip(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: int, width: int, height: int,
+               preset: str = "veryfast", crf: int = 20, audio: np.ndarray | None = None) -> int:
+    """Encode RGB uint8 frames (and optional float32 stereo audio at 48 kHz) to an MP4. Returns frame count."""
+    count = 0
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = h264_options(preset, crf)
+        video.codec_context.time_base = fractions.Fraction(1, fps)
+        audio_stream = None
+        if audio is not None:
+            audio_stream = container.add_stream("aac", rate=AUDIO_RATE)
+            audio_stream.layout = "stereo"
+            audio_stream.bit_rate = 192000
+        for array in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            frame.pts = count
+            frame.time_base = fractions.Fraction(1, fps)
+            container.mux(video.encode(frame))
+            count += 1
+        container.mux(video.encode())
+        if audio_stream is not None and audio is not None:
+            encode_audio(container, audio_stream, audio)
+    return count
+
+
+def encode_audio(container: Any, stream: Any, audio: np.ndarray) -> None:
+    """Encode float32 stereo [n, 2] at 48 kHz into an open container's audio stream."""
+    pts = 0
+    for i in range(0, len(audio), _AUDIO_CHUNK):
+        chunk = np.ascontiguousarray(audio[i:i + _AUDIO_CHUNK].T, dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, pts, fractions.Fraction(1, AUDIO_RATE)
+        pts += chunk.shape[1]
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+
+
+def probe(path: str | os.PathLike[str], decode: bool = False) -> dict[str, Any]:
+    """Streams of a media file. With decode=True, video frames are counted by decoding them all."""
+    info: dict[str, Any] = {"path": str(path)}
+    with av.open(str(path)) as container:
+        info["duration"] = float(container.duration or 0) / av.time_base
+        for stream in container.streams:
+            ctx = stream.codec_context
+            if stream.type == "video":
+                info["video"] = {"codec": ctx.name, "width": ctx.width, "height": ctx.height,
+                                 "pix_fmt": ctx.pix_fmt, "profile": ctx.profile,
+                                 "fps": float(stream.average_rate or 0), "frames": stream.frames,
+                                 "duration": float(stream.duration * stream.time_base) if stream.duration else None}
+            elif stream.type == "audio":
+                info["audio"] = {"codec": ctx.name, "sample_rate": ctx.sample_rate, "channels": ctx.channels,
+                                 "duration": float(stream.duration * stream.time_base) if stream.duration else None}
+        if decode and container.streams.video:
+            container.seek(0)
+            info["video"]["decoded_frames"] = sum(1 for _ in container.decode(video=0))
+    return info
+
+
+def read_frames(path: str | os.PathLike[str]) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def frame_at(path: str | os.PathLike[str], seconds: float) -> np.ndarray:
+    """The first decoded frame at or after ``seconds`` (RGB uint8)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
+        last = None
+        for frame in container.decode(stream):
+            last = frame
+            if frame.time is not None and frame.time >= seconds:
+                break
+        if last is None:
+            raise ValueError(f"{path} has no video frames")
+        return last.to_ndarray(format="rgb24")
+
+
+def concat_with_audio(clips: list[Path], out_path: str | os.PathLike[str], audio: np.ndarray, fps: int,
+                      audio_bitrate: int = 192000) -> int:
+    """Copy the clips' video packets into one stream (no re-encode) and mux ``audio`` as AAC.
+
+    Every clip must share codec parameters (same writer settings). Returns the number of video packets.
+    """
+    packets = 0
+    with av.open(str(out_path), "w", format="mp4") as container:
+        video = None
+        offset = 0  # in the source streams' time base
+        for clip in clips:
+            with av.open(str(clip)) as source:
+                stream = source.streams.video[0]
+                if video is None:
+                    video = container.add_stream_from_template(stream)
+                    audio_stream = container.add_stream("aac", rate=AUDIO_RATE)
+                    audio_stream.layout = "stereo"
+                    audio_stream.bit_rate = audio_bitrate
+                ticks_per_frame = int(round(1 / (fps * stream.time_base)))
+                clip_frames = 0
+                for packet in source.demux(stream):
+                    if packet.dts is None:
+                        continue
+                    packet.stream = video
+                    packet.pts += offset
+                    packet.dts += offset
+                    container.mux(packet)
+                    clip_frames += 1
+                offset += clip_frames * ticks_per_frame
+                packets += clip_frames
+        if video is None:
+            raise ValueError("no clips to concatenate")
+        encode_audio(container, audio_stream, audio)
+    return packets
+
+
+def reencode_concat(clips: list[Path], out_path: str | os.PathLike[str], audio: np.ndarray, fps: int,
+                    width: int, height: int, preset: str, crf: int, audio_bitrate: int = 192000) -> int:
+    """Decode every clip, scale to width x height, encode one stream, mux ``audio``. Returns frames."""
+
+    def frames() -> Iterable[np.ndarray]:
+        for clip in clips:
+            with av.open(str(clip)) as source:
+                for frame in source.decode(video=0):
+                    yield frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+
+    count = 0
+    with av.open(str(out_path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = h264_options(preset, crf)
+        audio_stream = container.add_stream("aac", rate=AUDIO_RATE)
+        audio_stream.layout = "stereo"
+        audio_stream.bit_rate = audio_bitrate
+        for array in frames():
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = count
+            frame.time_base = fractions.Fraction(1, fps)
+            container.mux(video.encode(frame))
+            count += 1
+        container.mux(video.encode())
+        encode_audio(container, audio_stream, audio)
+    return count

