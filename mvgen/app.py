@@ -108,10 +108,10 @@ def describe_config_error(exc: BaseException) -> str:
                 and line not in parts:
             parts.append(line)
         if "Available options" in text and not options:
-            names = [n.strip() for n in text.split("Available options", 1)[1].splitlines()[1:]]
-            names = [n for n in names if n and not n.startswith(("Config search path", "base_"))]
-            options = "; available: " + ", ".join(names[:20]) if names else ""
-            options = options.split("; available: Config")[0]
+            listing = text.split("Available options", 1)[1].split("Config search path")[0]
+            names = [n.strip() for n in listing.splitlines()[1:]]
+            names = [n for n in names if n and not n.startswith("base_")]
+            options = "; available: " + ", ".join(names) if names else ""
         key = key or getattr(current, "full_key", None)
         current = current.__cause__ or current.__context__
     message = ": ".join(parts) or type(exc).__name__

@@ -10,12 +10,14 @@ Cost of a plan = sum over segments of ``((length - target) / target) ** 2``
                + sum over cuts of the cut's cost, where a cut
                  - inside a word costs ``WORD_CUT`` (effectively forbidden),
                  - inside a lyric phrase but between words costs ``PHRASE_CUT`` (used only to split a
-                   phrase longer than the maximum),
-                 - in a pause between two lyric phrases costs ``GAP_DRIFT`` x its distance from the ideal
-                   cut before the next phrase, as a fraction of the pause,
-                 - anywhere in an instrumental stretch costs nothing (the length term spaces them evenly).
+                   phrase longer than the maximum: whole phrases outrank every other preference),
+                 - within ``APPROACH`` seconds before a lyric phrase costs ``GAP_DRIFT`` x its distance
+                   in seconds from the ideal cut (capped at 1 s), so cuts settle on the ideal point,
+                 - anywhere else (instrumental stretches, after the last phrase) costs nothing: the
+                   length term spaces those cuts evenly.
 Hard limits: no segment longer than ``max_seconds`` or than the renderer's ``max_frames``; a segment
-shorter than ``min_seconds`` costs ``SHORT`` (the only way a song shorter than the minimum is planned).
+shorter than ``min_seconds`` costs ``SHORT`` (less than splitting a phrase: a song whose phrases leave
+no room for the minimum gets a short clip, not a cut phrase).
 
 Invariants (tested): segments are contiguous from frame 0 to ``round(duration * fps)``, boundaries on the
 frame grid, frame counts sum exactly to the song's frame count.
@@ -35,9 +37,10 @@ SEGMENTS_JSON = "segments.json"
 SEGMENTS_VERSION = 1
 
 WORD_CUT = 1.0e6
-PHRASE_CUT = 40.0
+PHRASE_CUT = 1.0e3
+SHORT = 20.0
 GAP_DRIFT = 0.5
-SHORT = 1.0e3
+APPROACH = 2.0
 
 MOODS = {
     "intro": "anticipation", "verse": "intimate", "pre_chorus": "rising tension", "chorus": "euphoric",
@@ -118,9 +121,11 @@ class PhrasePlanner:
     def _cut_costs(self, total: int, phrases: list[dict[str, Any]], candidates: list[int]) -> list[float]:
         lyric = [p for p in phrases if p["kind"] == "lyric"]
         words = sorted((self._frame(w["start"]), self._frame(w["end"])) for p in lyric for w in p["words"])
-        spans = [(self._frame(p["start"]), self._frame(p["end"])) for p in lyric]
-        ideals = [max(s - self.lead_in_frames, (spans[i - 1][1] if i else 0)) for i, (s, _) in enumerate(spans)]
         word_starts = [a for a, _ in words]
+        spans = [(self._frame(p["start"]), self._frame(p["end"])) for p in lyric]
+        span_starts = [a for a, _ in spans]
+        ideals = [max(s - self.lead_in_frames, spans[i - 1][1] if i else 0) for i, (s, _) in enumerate(spans)]
+        approach = APPROACH * self.fps
         costs = []
         for c in candidates:
             if c in (0, total):
@@ -130,14 +135,13 @@ class PhrasePlanner:
             if i >= 0 and words[i][0] < c < words[i][1]:
                 costs.append(WORD_CUT)
                 continue
-            j = bisect.bisect_right([s for s, _ in spans], c) - 1  # the lyric phrase starting at or before c
+            j = bisect.bisect_right(span_starts, c) - 1  # the last lyric phrase starting at or before c
             if j >= 0 and spans[j][0] < c < spans[j][1]:
                 costs.append(PHRASE_CUT)
-            elif 0 <= j < len(spans) - 1 and c >= spans[j][1]:
-                gap = max(spans[j + 1][0] - spans[j][1], 1)
-                costs.append(GAP_DRIFT * abs(c - ideals[j + 1]) / gap)
-            elif j < 0 and spans:  # before the first phrase: prefer the ideal cut before it
-                costs.append(GAP_DRIFT * abs(c - ideals[0]) / max(spans[0][0], 1) if c > ideals[0] else 0.0)
+                continue
+            following = j if j >= 0 and c == spans[j][0] else j + 1  # the phrase this cut approaches
+            if following < len(spans) and spans[following][0] - c <= approach:
+                costs.append(GAP_DRIFT * min(1.0, abs(c - ideals[following]) / self.fps))
             else:
                 costs.append(0.0)
         return costs

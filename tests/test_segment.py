@@ -1,0 +1,108 @@
+"""The phrase planner: frame rule, invariants on random layouts (hypothesis), phrase integrity, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mvgen.errors import MvgenError
+from mvgen.stages.annotate import with_instrumentals
+from mvgen.stages.segment import PhrasePlanner, frames_to_generate
+
+
+@pytest.mark.parametrize("covered,expected", [(1, 1), (2, 9), (9, 9), (10, 17), (120, 121), (121, 121),
+                                              (193, 193), (200, 201), (257, 257)])
+def test_ltx_frame_rule(covered: int, expected: int) -> None:
+    assert frames_to_generate(covered, 8) == expected
+    assert (expected - 1) % 8 == 0 and expected >= covered
+
+
+def test_frame_step_one_means_any_count() -> None:
+    assert frames_to_generate(200, 1) == 200
+
+
+def _annotation(duration: float, spans: list[tuple[float, float]]) -> dict[str, Any]:
+    lyric = []
+    for i, (start, end) in enumerate(spans):
+        n = max(1, int((end - start) / 0.4))
+        step = (end - start) / n
+        words = [{"word": f"w{k}", "start": start + k * step, "end": start + (k + 0.8) * step, "probability": 0.9}
+                 for k in range(n)]
+        lyric.append({"kind": "lyric", "text": f"line {i}", "line": i, "section": "verse", "section_index": 1,
+                      "start": start, "end": end, "confidence": 0.9, "words": words})
+    return {"duration": duration, "phrases": with_instrumentals(lyric, duration, 2.0)}
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> dict[str, Any]:
+    duration = draw(st.floats(min_value=0.5, max_value=240.0))
+    spans, cursor = [], draw(st.floats(min_value=0.0, max_value=8.0))
+    for _ in range(draw(st.integers(min_value=0, max_value=40))):
+        length = draw(st.floats(min_value=0.3, max_value=12.0))
+        if cursor + length > duration:
+            break
+        spans.append((cursor, cursor + length))
+        cursor += length + draw(st.floats(min_value=0.05, max_value=10.0))
+    return _annotation(duration, spans)
+
+
+@given(layout=layouts(), fps=st.sampled_from([24, 25, 30]), max_seconds=st.floats(min_value=4.0, max_value=10.0))
+@settings(max_examples=60, deadline=None)
+def test_plan_invariants(layout: dict[str, Any], fps: int, max_seconds: float) -> None:
+    planner = PhrasePlanner(min_seconds=2.0, target_seconds=min(5.0, max_seconds), max_seconds=max_seconds,
+                            fps=fps, frame_step=8, max_frames=257)
+    plan = planner.plan(layout)
+    segments = plan["segments"]
+    total = round(layout["duration"] * fps)
+    assert plan["total_frames"] == total
+    assert sum(s["frames"] for s in segments) == total  # exact frame sum
+    assert segments[0]["start_frame"] == 0 and segments[-1]["end_frame"] == total  # covers the song
+    for a, b in zip(segments, segments[1:]):
+        assert a["end_frame"] == b["start_frame"]  # contiguous: no gaps, no overlaps
+    for s in segments:
+        assert s["frames"] == s["end_frame"] - s["start_frame"] >= 1
+        assert s["start"] == pytest.approx(s["start_frame"] / fps) and s["end"] == pytest.approx(s["end_frame"] / fps)
+        assert s["frames"] <= planner.max_len  # within max_seconds and the frame budget
+        assert s["generate_frames"] == frames_to_generate(s["frames"], 8) <= 257
+    # phrase integrity: every phrase that fits the maximum lies inside one segment (to the frame)
+    for phrase in layout["phrases"]:
+        if phrase["kind"] != "lyric":
+            continue
+        a, b = round(phrase["start"] * fps), round(phrase["end"] * fps)
+        if b - a <= planner.max_len - 2 * planner.lead_in_frames:
+            holders = [s for s in segments if s["start_frame"] <= a and b <= s["end_frame"]]
+            cut_inside = [s["start_frame"] for s in segments if a < s["start_frame"] < b]
+            assert holders or not cut_inside, f"phrase {phrase['start']:.2f}-{phrase['end']:.2f} was cut"
+
+
+def test_long_phrase_is_split_between_words_not_inside() -> None:
+    layout = _annotation(30.0, [(2.0, 20.0)])  # 18 s phrase, max 8 s
+    plan = PhrasePlanner(max_seconds=8.0, fps=25).plan(layout)
+    words = layout["phrases"][1]["words"]
+    for segment in plan["segments"][1:]:
+        t = segment["start"]
+        assert not any(w["start"] < t < w["end"] for w in words), f"cut at {t} inside a word"
+    assert plan["report"]["phrases_split"] == 1
+
+
+def test_cuts_land_just_before_phrases() -> None:
+    layout = _annotation(20.0, [(5.0, 8.0), (10.0, 13.0), (15.0, 18.0)])
+    plan = PhrasePlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, lead_in=0.24, fps=25).plan(layout)
+    starts = {s["start"] for s in plan["segments"]}
+    for onset in (5.0, 10.0, 15.0):
+        assert any(abs(onset - 0.24 - t) < 0.05 for t in starts), (onset, sorted(starts))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"min_seconds": 6.0, "target_seconds": 5.0, "max_seconds": 8.0}, "min_seconds <= target_seconds"),
+    ({"fps": 0}, "fps must be positive"),
+    ({"max_frames": 200}, "frame rule"),
+    ({"min_seconds": 4.0, "max_frames": 49}, "shorter than segment.min_seconds"),
+])
+def test_invalid_limits_fail_with_one_line(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(MvgenError, match=match) as info:
+        PhrasePlanner(**kwargs)
+    assert "\n" not in str(info.value)
