@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import av
@@ -64,8 +65,21 @@ def decode_audio(path: str | os.PathLike[str], rate: int, channels: int = 2) -> 
 
 
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, rate: int) -> None:
-    """32-bit float WAV: the canonical song.wav (no clipping, no dither)."""
-    sf.write(str(path), samples, rate, subtype="FLOAT")
+    """32-bit float WAV: the canonical song.wav (no clipping, no dither).
+
+    Written by hand rather than by libsndfile, whose float WAVs carry a PEAK chunk with a wall-clock
+    timestamp: the same samples would give different bytes, and different store hashes, on every run.
+    """
+    frames = samples[:, None] if samples.ndim == 1 else samples
+    data = np.ascontiguousarray(frames, dtype="<f4").tobytes()
+    channels = frames.shape[1]
+    block = 4 * channels
+    fmt = struct.pack("<HHIIHH", 3, channels, rate, rate * block, block, 32)  # 3 = IEEE float
+    fact = struct.pack("<I", len(frames))
+    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<I", 4) + fact
+            + b"data" + struct.pack("<I", len(data)) + data)
+    with open(path, "wb") as handle:
+        handle.write(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:

@@ -3,12 +3,16 @@
 Returns float32 mono samples at eSpeak's native rate (22050 Hz) and the true onset of every word
 (eSpeak's word events), which is what makes the demo song's ground-truth timings exact.
 The library is process-global: one ``ESpeak`` per process (``ESpeak.shared()``), calls serialized.
+Its output also depends on what the process synthesised before (the same text spoken twice differs
+slightly), so ``speak_lines`` runs every request in a fresh child process: same input, same samples.
 """
 
 from __future__ import annotations
 
 import ctypes as C
+import multiprocessing
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,3 +115,14 @@ class ESpeak:
             self.lib.espeak_Synchronize()
             pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
             return Speech(pcm.astype(np.float32) / 32768.0, self.rate, list(self._onsets))
+
+
+def _speak_all(texts: list[str], voice: str, words_per_minute: int) -> list[Speech]:
+    tts = ESpeak.shared()
+    return [tts.speak(text, voice=voice, words_per_minute=words_per_minute) for text in texts]
+
+
+def speak_lines(texts: list[str], voice: str = "en-us", words_per_minute: int = 150) -> list[Speech]:
+    """Speak each text, in a fresh process so the result depends only on the arguments."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_speak_all, list(texts), voice, words_per_minute).result()

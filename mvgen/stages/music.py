@@ -46,20 +46,20 @@ class DemoSongMaker:
         self.seed = seed
 
     def make(self, song: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-        from mvgen.media.tts import ESpeak
+        from mvgen.media.tts import speak_lines
 
         lines = parse_lyrics(song["lyrics"])
         bpm = float(song.get("bpm") or 100.0)
         bar = 4 * 60.0 / bpm
-        tts = ESpeak.shared()
+        speeches = speak_lines([line.text for line in lines], voice=self.voice,
+                               words_per_minute=self.words_per_minute)
 
         placed, cursor, previous_section = [], self.bars_intro * bar, None
-        for line in lines:
+        for line, speech in zip(lines, speeches):
             key = (line.section, line.section_index)
             if previous_section is not None and key != previous_section:
                 cursor += self.bars_between * bar
             previous_section = key
-            speech = tts.speak(line.text, voice=self.voice, words_per_minute=self.words_per_minute)
             vocal = resample(speech.samples, speech.rate, self.rate)
             voiced = np.flatnonzero(np.abs(vocal) > 0.02 * max(float(np.abs(vocal).max()), 1e-6))
             if voiced.size == 0:

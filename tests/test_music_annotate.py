@@ -1,0 +1,87 @@
+"""The demo song and its alignment, on the real bundled Whisper tiny.en."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from mvgen.app import CONF_DIR
+from mvgen.errors import MvgenError
+from mvgen.evaluate import line_onset_report
+from mvgen.stages.annotate import StableTsAligner
+from mvgen.stages.music import AudioFileSong, DemoSongMaker
+from mvgen.util import read_json
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    song = yaml.safe_load((CONF_DIR / "song" / "demo.yaml").read_text())["song"]
+    out = tmp_path_factory.mktemp("demo")
+    DemoSongMaker(seed=1234).make(song, out)
+    return song, out
+
+
+def test_demo_song_is_canonical_and_timed(demo: tuple[dict, Path]) -> None:
+    song, out = demo
+    info = sf.info(out / "song.wav")
+    assert (info.samplerate, info.channels, info.subtype) == (48000, 2, "FLOAT")
+    meta = read_json(out / "song.json")
+    assert meta["duration"] == pytest.approx(info.frames / 48000)
+    assert 50 <= meta["duration"] <= 75  # "about one minute"
+    truth = read_json(out / "truth.json")
+    starts = [line["start"] for line in truth["lines"]]
+    assert len(starts) == 10 and starts == sorted(starts)
+    samples, _ = sf.read(out / "song.wav", dtype="float32")
+    assert np.abs(samples).max() == pytest.approx(0.89, abs=0.01)
+
+
+def test_demo_song_is_deterministic(demo: tuple[dict, Path], tmp_path: Path) -> None:
+    song, out = demo
+    DemoSongMaker(seed=1234).make(song, tmp_path)
+    assert (tmp_path / "song.wav").read_bytes() == (out / "song.wav").read_bytes()
+
+
+def test_alignment_on_the_demo_song_is_within_0_3_s(demo: tuple[dict, Path], tmp_path: Path) -> None:
+    song, out = demo
+    StableTsAligner(model="tiny.en").annotate(song, out / "song.wav", tmp_path)
+    annotation = read_json(tmp_path / "annotation.json")
+    report = line_onset_report(annotation, read_json(out / "truth.json"))
+    assert report["lines"] == 10
+    assert report["mae"] <= 0.3, report
+    phrases = annotation["phrases"]
+    assert phrases[0]["start"] == 0.0 and phrases[-1]["end"] == pytest.approx(annotation["duration"], abs=1e-3)
+    assert phrases[0]["kind"] == "instrumental" and phrases[0]["section"] == "intro"
+    for a, b in zip(phrases, phrases[1:]):
+        assert a["end"] <= b["start"] + 1e-9  # ordered, no overlaps
+    lyric = [p for p in phrases if p["kind"] == "lyric"]
+    assert [p["section"] for p in lyric][:5] == ["verse"] * 4 + ["chorus"]
+    assert all(p["words"] and 0 <= p["confidence"] <= 1 for p in lyric)
+
+
+def test_english_only_model_refuses_other_languages() -> None:
+    with pytest.raises(MvgenError, match="English-only"):
+        StableTsAligner(model="tiny.en", language="fr")
+
+
+def test_audio_file_song_is_made_canonical(tmp_path: Path) -> None:
+    t = np.arange(3 * 22050) / 22050
+    sf.write(tmp_path / "in.flac", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 22050)
+    backend = AudioFileSong(str(tmp_path / "in.flac"))
+    out = tmp_path / "out"
+    out.mkdir()
+    backend.make({"lyrics": "[verse]\nla"}, out)
+    info = sf.info(out / "song.wav")
+    assert (info.samplerate, info.channels) == (48000, 2)
+    assert info.frames == pytest.approx(3 * 48000, abs=48)
+    assert len(backend.fingerprint()["audio"]) == 64
+
+
+@pytest.mark.parametrize("seconds,amplitude,match", [(0.5, 0.3, "at least"), (3.0, 0.0, "silent")])
+def test_audio_file_song_rejects_short_or_silent(tmp_path: Path, seconds: float, amplitude: float, match: str) -> None:
+    sf.write(tmp_path / "x.wav", np.full(int(seconds * 48000), amplitude, np.float32), 48000)
+    with pytest.raises(MvgenError, match=match):
+        AudioFileSong(str(tmp_path / "x.wav")).make({"lyrics": "la"}, tmp_path)
