@@ -30,15 +30,6 @@ class VisualBible:
 
 
 @dataclass
-class ShotOverride:
-    """Per-segment art direction, keyed by segment name (seg_000, seg_001, ...) in song.overrides."""
-
-    prompt: Optional[str] = None
-    negative: Optional[str] = None
-    seed: Optional[int] = None
-
-
-@dataclass
 class SongConfig:
     id: str = MISSING  # becomes part of file names: sanitized before use
     title: str = ""
@@ -48,7 +39,9 @@ class SongConfig:
     bpm: Optional[float] = None
     lyrics: str = MISSING  # one line per phrase, [verse]/[chorus]/[bridge]... tags on their own lines
     visual: VisualBible = field(default_factory=VisualBible)
-    overrides: Dict[str, ShotOverride] = field(default_factory=dict)
+    # Per-segment art direction: {segment name: {prompt, negative, seed}}, checked by the prompt builder.
+    # A plain dict so that `+song.overrides.seg_003.prompt=...` works from the command line.
+    overrides: Dict[str, Any] = field(default_factory=dict)
 
 
 # -------------------------------------------------------------------------------------- music stage

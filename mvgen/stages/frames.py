@@ -123,6 +123,14 @@ class StoryboardFrames:
                  f"{segment['section_index']}  ·  {segment['start']:.2f}-{segment['end']:.2f} s  ·  cand {spec['candidate']}")
         draw.rectangle([0, 0, w, margin + small.size + margin // 2], fill=(0, 0, 0))
         draw.text((margin, margin // 2), label, font=small, fill=(235, 235, 235))
+        # The prompt this card stands in for, so a storyboard change reads on the frame itself.
+        prompt = spec["prompt"]
+        while draw.textlength(prompt, font=small) > w - 2 * margin and len(prompt) > 8:
+            prompt = prompt[: int(len(prompt) * 0.9)]
+        if prompt != spec["prompt"]:
+            prompt = prompt.rstrip(" ,") + "\u2026"
+        draw.text((margin, margin + small.size + margin // 2 + 2), prompt, font=small, fill=(200, 200, 200),
+                  stroke_width=1, stroke_fill=(0, 0, 0))
         if segment["text"]:
             text = f"\u201c{segment['text']}\u201d"
             while draw.textlength(text, font=large) > w - 2 * margin and len(text) > 8:

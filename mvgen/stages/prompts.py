@@ -13,6 +13,7 @@ from typing import Any
 
 from mvgen.errors import MvgenError
 
+OVERRIDE_KEYS = ("prompt", "negative", "seed")
 FIELDS = ("character", "location", "palette", "era", "camera", "shot", "lyric", "section", "mood", "style", "title")
 
 
@@ -39,6 +40,10 @@ class PromptBuilder:
     def build(self, song: dict[str, Any], segment: dict[str, Any], candidates: int) -> list[dict[str, Any]]:
         visual = song.get("visual") or {}
         override = (song.get("overrides") or {}).get(segment["name"]) or {}
+        unknown = sorted(set(override) - set(OVERRIDE_KEYS))
+        if unknown:
+            raise MvgenError(f"song.overrides.{segment['name']} has unknown key(s) {', '.join(unknown)}; "
+                             f"use {', '.join(OVERRIDE_KEYS)}")
         kind = segment["kind"]
         shots = self.shots[kind]
         locations = list(visual.get("locations") or ["an open space"])
