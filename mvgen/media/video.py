@@ -24,7 +24,8 @@ def h264_options(preset: str, crf: int) -> dict[str, str]:
 
 
 def write_clip(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: int, width: int, height: int,
-               preset: str = "veryfast", crf: int = 20, audio: np.ndarray | None = None) -> int:
+               preset: str = "veryfast", crf: int = 20, audio: np.ndarray | None = None,
+               audio_bitrate: int = 192000) -> int:
     """Encode RGB uint8 frames (and optional float32 stereo audio at 48 kHz) to an MP4. Returns frame count."""
     count = 0
     with av.open(str(path), "w", format="mp4") as container:
@@ -32,11 +33,7 @@ def write_clip(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: 
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = h264_options(preset, crf)
         video.codec_context.time_base = fractions.Fraction(1, fps)
-        audio_stream = None
-        if audio is not None:
-            audio_stream = container.add_stream("aac", rate=AUDIO_RATE)
-            audio_stream.layout = "stereo"
-            audio_stream.bit_rate = 192000
+        audio_stream = add_aac_stream(container, audio_bitrate) if audio is not None else None
         for array in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
             frame.pts = count
@@ -47,6 +44,16 @@ def write_clip(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: 
         if audio_stream is not None and audio is not None:
             encode_audio(container, audio_stream, audio)
     return count
+
+
+def add_aac_stream(container: Any, bitrate: int = 192000) -> Any:
+    """A stereo 48 kHz AAC stream. The 'fast' coder is about twice as quick as the default two-loop
+    search, with no audible difference at this bitrate."""
+    stream = container.add_stream("aac", rate=AUDIO_RATE)
+    stream.layout = "stereo"
+    stream.bit_rate = bitrate
+    stream.options = {"aac_coder": "fast"}
+    return stream
 
 
 def encode_audio(container: Any, stream: Any, audio: np.ndarray) -> None:
@@ -117,9 +124,7 @@ def concat_with_audio(clips: list[Path], out_path: str | os.PathLike[str], audio
                 stream = source.streams.video[0]
                 if video is None:
                     video = container.add_stream_from_template(stream)
-                    audio_stream = container.add_stream("aac", rate=AUDIO_RATE)
-                    audio_stream.layout = "stereo"
-                    audio_stream.bit_rate = audio_bitrate
+                    audio_stream = add_aac_stream(container, audio_bitrate)
                 ticks_per_frame = int(round(1 / (fps * stream.time_base)))
                 clip_frames = 0
                 for packet in source.demux(stream):
@@ -148,20 +153,4 @@ def reencode_concat(clips: list[Path], out_path: str | os.PathLike[str], audio: 
                 for frame in source.decode(video=0):
                     yield frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
 
-    count = 0
-    with av.open(str(out_path), "w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = h264_options(preset, crf)
-        audio_stream = container.add_stream("aac", rate=AUDIO_RATE)
-        audio_stream.layout = "stereo"
-        audio_stream.bit_rate = audio_bitrate
-        for array in frames():
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts = count
-            frame.time_base = fractions.Fraction(1, fps)
-            container.mux(video.encode(frame))
-            count += 1
-        container.mux(video.encode())
-        encode_audio(container, audio_stream, audio)
-    return count
+    return write_clip(out_path, frames(), fps, width, height, preset, crf, audio=audio, audio_bitrate=audio_bitrate)
