@@ -69,6 +69,27 @@ class FileMusicConfig:
     max_seconds: float = 1200.0
 
 
+@dataclass
+class AceStepMusicConfig:
+    _target_: str = "mvgen.stages.music.AceStepSong"
+    id_or_path: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"  # hub id or a local folder saved with save_pretrained
+    revision: Optional[str] = None
+    dtype: str = "bfloat16"
+    device: str = "${runtime.device}"
+    offload: bool = False
+    steps: int = 8
+    guidance: float = 1.0  # turbo checkpoints ignore it (distilled, no CFG)
+    shift: float = 3.0
+    duration: float = 60.0
+    seed: int = "${seed}"  # type: ignore[assignment]
+    language: str = "${song.language}"
+    bpm: Optional[float] = None
+    keyscale: Optional[str] = None  # e.g. "A minor"
+    timesignature: Optional[str] = None  # e.g. "4"
+    max_lyric_tokens: int = 2048
+    sample_rate: int = 48000
+
+
 # ----------------------------------------------------------------------------------- annotate stage
 
 
@@ -190,7 +211,7 @@ class MvgenConfig:
 
 SCHEMAS: Dict[str, Dict[str, type]] = {
     "song": {"base_song": SongConfig},
-    "music": {"base_demo": DemoMusicConfig, "base_file": FileMusicConfig},
+    "music": {"base_demo": DemoMusicConfig, "base_file": FileMusicConfig, "base_ace_step": AceStepMusicConfig},
     "annotate": {"base_stable_ts": StableTsAlignConfig},
     "segment": {"base_phrase": PhrasePlannerConfig},
     "prompts": {"base_prompts": PromptsConfig},

@@ -5,10 +5,12 @@ Backends:
   over a procedural backing track (drums, bass, pads) at the song's bpm. Also writes ``truth.json``,
   the exact line and word onsets, so alignment accuracy can be measured.
 - ``AudioFileSong``: an existing song file, decoded and resampled to the canonical format.
+- ``AceStepSong``: ACE-Step 1.5 through ``diffusers.AceStepPipeline`` (hub id or local folder).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from mvgen.errors import MvgenError
 from mvgen.lyrics import parse_lyrics
 from mvgen.media.audio import decode_audio, resample, write_wav
 from mvgen.util import sha256_file, write_json
+
+log = logging.getLogger("mvgen")
 
 SONG_WAV, SONG_JSON, TRUTH_JSON = "song.wav", "song.json", "truth.json"
 
@@ -169,5 +173,74 @@ class AudioFileSong:
         write_wav(out_dir / SONG_WAV, samples, self.rate)
         info = {"sample_rate": self.rate, "channels": 2, "duration": duration, "frames": len(samples),
                 "source": "file", "path": str(self.path), "title": song.get("title", "")}
+        write_json(out_dir / SONG_JSON, info)
+        return info
+
+
+def format_ace_step_lyrics(lyrics: str) -> str:
+    """Lyrics the way ACE-Step was trained on them: lower-case [section] tags, a blank line between sections."""
+    lines = parse_lyrics(lyrics)
+    out: list[str] = []
+    previous = None
+    for line in lines:
+        key = (line.section, line.section_index)
+        if key != previous:
+            if out:
+                out.append("")
+            out.append(f"[{line.section.replace('_', '-')}]")
+            previous = key
+        out.append(line.text)
+    return "\n".join(out)
+
+
+class AceStepSong:
+    """Song generation with ACE-Step 1.5 (``diffusers.AceStepPipeline``) from the song's style and lyrics."""
+
+    def __init__(self, id_or_path: str, revision: str | None = None, dtype: str = "bfloat16", device: str = "cuda",
+                 offload: bool = False, steps: int = 8, guidance: float = 1.0, shift: float = 3.0,
+                 duration: float = 60.0, seed: int = 0, language: str = "en", bpm: float | None = None,
+                 keyscale: str | None = None, timesignature: str | None = None, max_lyric_tokens: int = 2048,
+                 sample_rate: int = 48000) -> None:
+        if not 1.0 <= duration <= 600.0:
+            raise MvgenError(f"music.duration={duration}; ACE-Step makes songs of 1 to 600 seconds")
+        if steps < 1:
+            raise MvgenError(f"music.steps={steps}; use at least 1 (turbo checkpoints use 8)")
+        self.id_or_path, self.revision = id_or_path, revision
+        self.dtype, self.device, self.offload = dtype, device, offload
+        self.steps, self.guidance, self.shift = steps, guidance, shift
+        self.duration, self.seed, self.language = duration, seed, language
+        self.bpm = int(round(bpm)) if bpm else None
+        self.keyscale, self.timesignature = keyscale, timesignature
+        self.max_lyric_tokens = max_lyric_tokens
+        self.rate = sample_rate
+
+    def make(self, song: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+        import torch
+        from diffusers import AceStepPipeline
+
+        from mvgen.models import load_pipeline
+
+        lyrics = format_ace_step_lyrics(song["lyrics"])
+        pipe = load_pipeline(AceStepPipeline, self.id_or_path, self.revision, self.dtype, self.device, self.offload)
+        tokens = len(pipe.tokenizer(f"# Languages\n{self.language}\n\n# Lyric\n{lyrics}<|endoftext|>").input_ids)
+        if tokens > self.max_lyric_tokens:
+            log.warning("the lyrics are %d tokens; ACE-Step reads only the first %d, the rest will not be sung",
+                        tokens, self.max_lyric_tokens)
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        result = pipe(prompt=song.get("style") or "", lyrics=lyrics, audio_duration=self.duration,
+                      vocal_language=self.language, num_inference_steps=self.steps, guidance_scale=self.guidance,
+                      shift=self.shift, generator=generator, bpm=self.bpm, keyscale=self.keyscale,
+                      timesignature=self.timesignature, max_lyric_length=self.max_lyric_tokens)
+        audio = result.audios[0].float().cpu().numpy().T  # [samples, channels]
+        if not np.isfinite(audio).all():
+            raise RuntimeError("ACE-Step produced non-finite audio")
+        if audio.shape[1] == 1:
+            audio = np.repeat(audio, 2, axis=1)
+        audio = resample(np.ascontiguousarray(audio[:, :2]), pipe.sample_rate, self.rate)
+        write_wav(out_dir / SONG_WAV, audio, self.rate)
+        info = {"sample_rate": self.rate, "channels": 2, "duration": len(audio) / self.rate, "frames": len(audio),
+                "source": "ace_step", "model": self.id_or_path, "revision": self.revision, "seed": self.seed,
+                "steps": self.steps, "guidance": self.guidance, "lyric_tokens": tokens,
+                "title": song.get("title", "")}
         write_json(out_dir / SONG_JSON, info)
         return info

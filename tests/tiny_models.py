@@ -1,0 +1,49 @@
+"""Tiny random models built from config, offline, saved with save_pretrained: the same loading code path
+users run with real weights, at a size a CPU test can afford."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_ace_step(folder: Path) -> Path:
+    """ACE-Step 1.5 with a tiny Qwen3 text encoder, a BPE tokenizer trained on the spot, and a tiny
+    Oobleck VAE at the real 48 kHz / 1920x downsampling, so outputs have the real rate and length."""
+    import torch
+    from diffusers import AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step import AceStepConditionEncoder, AceStepPipeline
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = ["# Instruction\nFill the audio semantic mask based on the given conditions:\n# Caption\n# Metas\n",
+              "bpm: N/A\ntimesignature: N/A\nkeyscale: N/A\nduration: 30 seconds\n",
+              "[verse]\nSoft notes in the morning\n[chorus]\nsing along with me\n# Languages\nen\n# Lyric\n"]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                        unk_token="<|endoftext|>")
+    torch.manual_seed(0)
+    text_encoder = Qwen3Model(Qwen3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                          vocab_size=len(tokenizer), max_position_embeddings=4096))
+    transformer = AceStepTransformer1DModel(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, head_dim=8, in_channels=24,
+                                            audio_acoustic_hidden_dim=8, patch_size=2, rope_theta=10000.0,
+                                            sliding_window=16)
+    condition_encoder = AceStepConditionEncoder(hidden_size=32, intermediate_size=64, text_hidden_dim=32,
+                                                timbre_hidden_dim=8, num_lyric_encoder_hidden_layers=2,
+                                                num_timbre_encoder_hidden_layers=2, num_attention_heads=4,
+                                                num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
+                                                sliding_window=16)
+    vae = AutoencoderOobleck(encoder_hidden_size=4, downsampling_ratios=[2, 4, 4, 6, 10],
+                             channel_multiples=[1, 1, 1, 1, 1], decoder_channels=4, decoder_input_channels=8,
+                             audio_channels=2, sampling_rate=48000)
+    pipe = AceStepPipeline(transformer=transformer, condition_encoder=condition_encoder, vae=vae,
+                           text_encoder=text_encoder, tokenizer=tokenizer,
+                           scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0))
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
