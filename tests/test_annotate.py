@@ -1,0 +1,171 @@
+"""Alignment you can trust: vocalise lines, long breaks, model sources, the quality gate, LRC in and out,
+and the evaluation against ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mvgen.errors import MvgenError
+from mvgen.evaluate import line_onset_report, load_truth
+from mvgen.stages.annotate import ANNOTATION_SCHEMA, LrcAnnotation, StableTsAligner, is_vocalise, parse_lrc
+from mvgen.stages.music import DemoSongMaker
+from mvgen.stages.whisper_models import load_aligner, resolve_name
+from mvgen.util import read_json
+
+from .tiny_models import build_tiny_hf_whisper, build_tiny_openai_whisper
+
+VOCALISE_SONG = """[verse]
+Walking down the river in the rain
+Ooh ooh ooh
+Every little story sounds the same
+[chorus]
+La la la la
+Carry the fire into the night
+Hey hey
+Holding on to you with all my might
+"""
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Ooh ooh ooh", True), ("la la la", True), ("Hey!", True), ("Mmm, ah", True), ("Whoa oh", True),
+    ("Na na na, hey hey", True), ("Hold the light", False), ("Oh my love", False), ("", False),
+    ("星の光", False), ("🎵 🎵", False)])
+def test_vocalise_lines(text: str, expected: bool) -> None:
+    assert is_vocalise(text) is expected
+
+
+def test_model_auto_never_gives_a_non_english_song_the_english_model() -> None:
+    assert resolve_name("auto", "en") == "tiny.en"
+    assert resolve_name("auto", "fr") == "base"
+    with pytest.raises(MvgenError, match="English-only"):
+        StableTsAligner(model="tiny.en", language="es")
+
+
+@pytest.fixture(scope="module")
+def vocalise_song(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """Vocalise lines among lexical ones, and 6-bar (14.4 s) instrumental breaks between sections."""
+    out = tmp_path_factory.mktemp("vocalise")
+    song = {"lyrics": VOCALISE_SONG, "bpm": 100, "title": "vocalise test"}
+    DemoSongMaker(seed=3, bars_between_sections=6).make(song, out)
+    return song, out
+
+
+def test_vocalise_and_a_long_break_keep_every_line_within_a_second(vocalise_song: tuple[dict, Path],
+                                                                    tmp_path: Path) -> None:
+    song, out = vocalise_song
+    StableTsAligner(model="tiny.en").annotate(song, out / "song.wav", tmp_path)
+    annotation = read_json(tmp_path / "annotation.json")
+    report = line_onset_report(annotation, read_json(out / "truth.json"))
+    assert report["max"] <= 1.0, report
+    lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
+    assert [p["vocalise"] for p in lyric] == [False, True, False, True, False, True, False]
+    breaks = [p for p in annotation["phrases"] if p["kind"] == "instrumental" and p["section"] == "break"]
+    assert any(p["end"] - p["start"] > 10 for p in breaks)  # the long break is on the timeline
+    # no lyric word sits inside the long break
+    long_break = max(breaks, key=lambda p: p["end"] - p["start"])
+    for p in lyric:
+        assert all(not (long_break["start"] < w["start"] < long_break["end"]) for w in p["words"])
+    _check_schema(annotation)
+
+
+def test_exports_lrc_and_srt_that_round_trip(vocalise_song: tuple[dict, Path], tmp_path: Path) -> None:
+    song, out = vocalise_song
+    StableTsAligner(model="tiny.en").annotate(song, out / "song.wav", tmp_path)
+    annotation = read_json(tmp_path / "annotation.json")
+    lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
+    entries = parse_lrc((tmp_path / "song.lrc").read_text())
+    assert [e["text"] for e in entries] == [" ".join(w["word"] for w in p["words"]) for p in lyric]
+    assert [round(e["start"], 2) for e in entries] == pytest.approx([p["start"] for p in lyric], abs=0.011)
+    srt = (tmp_path / "song.srt").read_text()
+    assert srt.startswith("1\n00:00:") and srt.count(" --> ") == len(lyric)
+
+    # ... and annotate=lrc reads it back to the same line onsets
+    again = tmp_path / "again"
+    again.mkdir()
+    LrcAnnotation(str(tmp_path / "song.lrc")).annotate(song, out / "song.wav", again)
+    reread = [p for p in read_json(again / "annotation.json")["phrases"] if p["kind"] == "lyric"]
+    assert [p["start"] for p in reread] == pytest.approx([p["start"] for p in lyric], abs=0.011)
+    assert [p["section"] for p in reread] == [p["section"] for p in lyric]
+
+
+def test_quality_gate_fail_stops_with_one_line(vocalise_song: tuple[dict, Path], tmp_path: Path) -> None:
+    song, out = vocalise_song
+    strict = StableTsAligner(model="tiny.en", gate="fail", min_confidence=0.999)
+    with pytest.raises(MvgenError, match="quality gate failed: 7 lyric lines, \\d+ flagged") as info:
+        strict.annotate(song, out / "song.wav", tmp_path)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "annotation.json").exists()
+
+
+def test_multilingual_base_aligns_french(tmp_path: Path) -> None:
+    lyrics = ("[verse]\nLes lumières de la ville dansent sur le fleuve\nJe garde ta lettre au fond de mon manteau\n"
+              "[chorus]\nTiens la lumière, tiens la lumière\nRamène-moi chez nous ce soir\n")
+    song = {"lyrics": lyrics, "bpm": 100}
+    DemoSongMaker(seed=3, voice="fr").make(song, tmp_path)
+    aligner = StableTsAligner(model="auto", language="fr")
+    aligner.annotate(song, tmp_path / "song.wav", tmp_path)
+    annotation = read_json(tmp_path / "annotation.json")
+    assert annotation["aligner"]["model"] == "base"
+    assert line_onset_report(annotation, read_json(tmp_path / "truth.json"))["mae"] <= 0.5
+
+
+def _speechlike(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 48000)) / 48000
+    on = (np.sin(2 * np.pi * 1.5 * t) > 0).astype(np.float32)
+    return np.stack([0.2 * on * np.sin(2 * np.pi * 220 * t)] * 2, axis=1).astype(np.float32)
+
+
+def test_hugging_face_whisper_folder_through_our_own_pipeline(tmp_path: Path) -> None:
+    folder = build_tiny_hf_whisper(tmp_path / "hf-whisper")
+    sf.write(tmp_path / "song.wav", _speechlike(6.0), 48000, subtype="FLOAT")
+    aligner = StableTsAligner(model=str(folder), language="en")
+    aligner.annotate({"lyrics": "[verse]\nhello world\nthis is a test"}, tmp_path / "song.wav", tmp_path)
+    annotation = read_json(tmp_path / "annotation.json")
+    assert annotation["aligner"]["source"] == "transformers"
+    assert [p["text"] for p in annotation["phrases"] if p["kind"] == "lyric"] == ["hello world", "this is a test"]
+    _check_schema(annotation)
+
+
+def test_openai_checkpoint_needs_an_explicit_pickle_opt_in(tmp_path: Path) -> None:
+    checkpoint = build_tiny_openai_whisper(tmp_path / "tiny.pt")
+    with pytest.raises(MvgenError, match="pickle"):
+        load_aligner(str(checkpoint), "en")
+    sf.write(tmp_path / "song.wav", _speechlike(4.0), 48000, subtype="FLOAT")
+    StableTsAligner(model=str(checkpoint), allow_pickle=True).annotate(
+        {"lyrics": "hello world"}, tmp_path / "song.wav", tmp_path)
+    assert read_json(tmp_path / "annotation.json")["aligner"]["source"] == "openai-whisper"
+
+
+def test_unknown_model_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(MvgenError, match="not a known model") as info:
+        load_aligner(str(tmp_path / "nothing"), "en")
+    assert "\n" not in str(info.value)
+
+
+def test_jamendo_csv_truth(tmp_path: Path) -> None:
+    csv_path = tmp_path / "truth.csv"
+    csv_path.write_text("start_time,end_time,lyrics_line\n1.0,2.0,first line\n5.5,7.0,second line\n")
+    truth = load_truth(csv_path)
+    annotation = {"phrases": [
+        {"kind": "instrumental", "line": None, "start": 0.0},
+        {"kind": "lyric", "line": 0, "start": 1.2}, {"kind": "lyric", "line": 1, "start": 5.0}]}
+    report = line_onset_report(annotation, truth)
+    assert report["mae"] == pytest.approx(0.35) and report["within_0.3"] == 0.5 and report["within_0.5"] == 1.0
+
+
+def _check_schema(annotation: dict) -> None:
+    """A small JSON Schema check (required keys and types), enough to hold the documented shape."""
+    for key in ANNOTATION_SCHEMA["required"]:
+        assert key in annotation
+    item = ANNOTATION_SCHEMA["properties"]["phrases"]["items"]
+    for phrase in annotation["phrases"]:
+        for key in item["required"]:
+            assert key in phrase, key
+        assert phrase["kind"] in ("lyric", "instrumental") and 0 <= phrase["confidence"] <= 1
+        for word in phrase["words"]:
+            assert set(word) >= {"word", "start", "end", "probability"}
+            assert phrase["start"] <= word["start"] <= word["end"] <= phrase["end"]
