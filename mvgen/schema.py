@@ -110,6 +110,11 @@ class StableTsAlignConfig:
     min_words_per_second: float = 0.2
     max_word_seconds: float = 3.0
     allow_pickle: bool = False
+    isolate_vocals: bool = False  # extract the vocals first (ACE-Step extract task; needs its weights)
+    vocals_model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
+    vocals_dtype: str = "bfloat16"
+    vocals_steps: int = 8
+    seed: int = "${seed}"  # type: ignore[assignment]
 
 
 @dataclass

@@ -49,3 +49,20 @@ def test_missing_weights_offline_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(MvgenError, match="neither a local folder nor a hub id") as info:
         backend.make({"lyrics": "la", "style": ""}, tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_vocal_isolation_with_ace_step_extract(tiny_ace_step: Path, tmp_path: Path) -> None:
+    """The aligner runs on the stem ACE-Step extracts (random weights: the path, not the quality)."""
+    import numpy as np
+
+    from mvgen.stages.annotate import StableTsAligner
+
+    t = np.arange(3 * 48000) / 48000
+    song_audio = np.stack([0.2 * np.sin(2 * np.pi * 220 * t)] * 2, axis=1).astype(np.float32)
+    sf.write(tmp_path / "song.wav", song_audio, 48000, subtype="FLOAT")
+    aligner = StableTsAligner(model="tiny.en", isolate_vocals=True, vocals_model=str(tiny_ace_step),
+                              vocals_dtype="float32", vocals_steps=2)
+    aligner.annotate({"lyrics": "[verse]\nhello there", "style": "pop"}, tmp_path / "song.wav", tmp_path)
+    stem = sf.info(tmp_path / "vocals.wav")
+    assert (stem.samplerate, stem.channels, stem.frames) == (48000, 2, 3 * 48000)
+    assert read_json(tmp_path / "annotation.json")["aligner"]["vocals"] == str(tiny_ace_step)

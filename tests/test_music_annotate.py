@@ -85,3 +85,33 @@ def test_audio_file_song_rejects_short_or_silent(tmp_path: Path, seconds: float,
     sf.write(tmp_path / "x.wav", np.full(int(seconds * 48000), amplitude, np.float32), 48000)
     with pytest.raises(MvgenError, match=match):
         AudioFileSong(str(tmp_path / "x.wav")).make({"lyrics": "la"}, tmp_path)
+
+
+def _encode_with_pyav(path: Path, codec: str, rate: int, seconds: float) -> None:
+    import av
+
+    from mvgen.media.video import encode_audio
+
+    t = np.arange(int(seconds * 48000)) / 48000
+    audio = np.stack([0.3 * np.sin(2 * np.pi * 330 * t)] * 2, axis=1).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=48000)
+        stream.layout = "stereo"
+        encode_audio(container, stream, audio)
+
+
+@pytest.mark.parametrize("name,codec", [("song.mp3", "mp3"), ("song.m4a", "aac"), ("song.opus", "libopus")])
+def test_compressed_formats_become_canonical(tmp_path: Path, name: str, codec: str) -> None:
+    _encode_with_pyav(tmp_path / name, codec, 48000, 4.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    AudioFileSong(str(tmp_path / name)).make({"lyrics": "la"}, out)
+    info = sf.info(out / "song.wav")
+    assert (info.samplerate, info.channels) == (48000, 2)
+    assert abs(info.frames / 48000 - 4.0) < 0.1  # encoder padding is a few ms at most
+
+
+def test_absurdly_long_audio_is_refused_with_the_limit_named(tmp_path: Path) -> None:
+    sf.write(tmp_path / "long.wav", np.full((48000 * 5, 2), 0.1, np.float32), 48000)
+    with pytest.raises(MvgenError, match="music.max_seconds=4"):
+        AudioFileSong(str(tmp_path / "long.wav"), max_seconds=4).make({"lyrics": "la"}, tmp_path)

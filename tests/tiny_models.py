@@ -39,7 +39,8 @@ def build_tiny_ace_step(folder: Path) -> Path:
                                                 num_timbre_encoder_hidden_layers=2, num_attention_heads=4,
                                                 num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
                                                 sliding_window=16)
-    vae = AutoencoderOobleck(encoder_hidden_size=4, downsampling_ratios=[2, 4, 4, 6, 10],
+    vae = AutoencoderOobleck(encoder_hidden_size=16,  # encoder output = 2 x latent dim (mean, scale)
+                             downsampling_ratios=[2, 4, 4, 6, 10],
                              channel_multiples=[1, 1, 1, 1, 1], decoder_channels=4, decoder_input_channels=8,
                              audio_channels=2, sampling_rate=48000)
     pipe = AceStepPipeline(transformer=transformer, condition_encoder=condition_encoder, vae=vae,

@@ -64,6 +64,15 @@ def decode_audio(path: str | os.PathLike[str], rate: int, channels: int = 2) -> 
     return np.ascontiguousarray(np.concatenate(chunks, axis=1).T, dtype=np.float32)
 
 
+def audio_duration(path: str | os.PathLike[str]) -> float | None:
+    """The container's stated duration in seconds (no decoding), or None when it does not say."""
+    try:
+        with av.open(str(path)) as container:
+            return float(container.duration) / av.time_base if container.duration else None
+    except av.error.FFmpegError:
+        return None
+
+
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, rate: int) -> None:
     """32-bit float WAV: the canonical song.wav (no clipping, no dither).
 

@@ -10,6 +10,8 @@ Backends:
     every later line onto itself, and are then aligned alone inside the gap between their neighbours;
   * a run of lines squeezed into too little time (collapse) or out of order is re-aligned inside the
     window between its good neighbours;
+  * optionally (``isolate_vocals``), the vocals are first extracted with ACE-Step's own extraction task
+    and aligned alone (the stem is kept as ``vocals.wav``); off by default, as it needs the weights;
   * gaps without vocals of at least ``instrumental_min_gap`` become instrumental phrases, so the
     timeline covers the song;
   * a quality gate flags low word probability, implausible words per second, words stretched over
@@ -36,12 +38,12 @@ import numpy as np
 
 from mvgen.errors import MvgenError
 from mvgen.lyrics import LyricLine, parse_lyrics
-from mvgen.media.audio import read_wav, to_mono_16k
+from mvgen.media.audio import read_wav, to_mono_16k, write_wav
 from mvgen.util import write_json
 
 log = logging.getLogger("mvgen")
 
-ANNOTATION_JSON, SONG_LRC, SONG_SRT = "annotation.json", "song.lrc", "song.srt"
+ANNOTATION_JSON, SONG_LRC, SONG_SRT, VOCALS_WAV = "annotation.json", "song.lrc", "song.srt", "vocals.wav"
 ANNOTATION_VERSION = 1
 WHISPER_RATE = 16000
 MAX_WORD_GAP = 1.5  # seconds of silence inside one lyric line beyond which a word is taken as misplaced
@@ -94,7 +96,9 @@ class StableTsAligner:
     def __init__(self, model: str = "auto", device: str = "cpu", compute_type: str = "int8", language: str = "en",
                  max_onset_lead: float = 0.5, instrumental_min_gap: float = 2.0, gate: str = "warn",
                  min_confidence: float = 0.2, max_words_per_second: float = 7.0,
-                 min_words_per_second: float = 0.2, max_word_seconds: float = 3.0, allow_pickle: bool = False) -> None:
+                 min_words_per_second: float = 0.2, max_word_seconds: float = 3.0, allow_pickle: bool = False,
+                 isolate_vocals: bool = False, vocals_model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers",
+                 vocals_dtype: str = "bfloat16", vocals_steps: int = 8, seed: int = 0) -> None:
         from mvgen.stages.whisper_models import resolve_name
 
         if gate not in ("warn", "fail"):
@@ -109,6 +113,8 @@ class StableTsAligner:
         self.gate = gate
         self.limits = {"min_confidence": min_confidence, "max_wps": max_words_per_second,
                        "min_wps": min_words_per_second, "max_word_seconds": max_word_seconds}
+        self.isolate_vocals, self.vocals_model = isolate_vocals, vocals_model
+        self.vocals_dtype, self.vocals_steps, self.seed = vocals_dtype, vocals_steps, seed
 
     # ----------------------------------------------------------------------------------------- API
     def annotate(self, song: dict[str, Any], song_wav: Path, out_dir: Path) -> dict[str, Any]:
@@ -117,6 +123,9 @@ class StableTsAligner:
         lines = parse_lyrics(song["lyrics"])
         samples, rate = read_wav(song_wav)
         duration = len(samples) / rate
+        if self.isolate_vocals:
+            samples = self._vocals(song, samples, rate)
+            write_wav(out_dir / VOCALS_WAV, samples, rate)
         audio = to_mono_16k(samples, rate)
         aligner = load_aligner(self.model_name, self.language, self.device, self.compute_type, self.allow_pickle)
 
@@ -136,7 +145,8 @@ class StableTsAligner:
         flag_quality(ordered, self.limits)
         annotation = build_annotation(ordered, duration, self.language, self.instrumental_min_gap,
                                       {"backend": "stable-ts", "model": aligner.name, "source": aligner.source,
-                                       "compute_type": self.compute_type})
+                                       "compute_type": self.compute_type,
+                                       "vocals": self.vocals_model if self.isolate_vocals else None})
         summary = quality_summary(annotation)
         if annotation["flags"] and self.gate == "fail":
             raise MvgenError(f"alignment quality gate failed: {summary}; check the lyrics match the song, "
@@ -144,6 +154,26 @@ class StableTsAligner:
         log.info("annotate: %s", summary)
         write_annotation(annotation, out_dir)
         return {"phrases": len(annotation["phrases"]), "flags": len(annotation["flags"])}
+
+    def _vocals(self, song: dict[str, Any], samples: np.ndarray, rate: int) -> np.ndarray:
+        """The vocal stem, by ACE-Step's own extraction task (``task_type="extract"``, track "vocals")."""
+        import torch
+        from diffusers import AceStepPipeline
+
+        from mvgen.media.audio import resample
+        from mvgen.models import load_pipeline
+
+        pipe = load_pipeline(AceStepPipeline, self.vocals_model, None, self.vocals_dtype, self.device)
+        source = resample(samples, rate, pipe.sample_rate)
+        result = pipe(prompt=song.get("style") or "", lyrics=song["lyrics"], task_type="extract",
+                      track_name="vocals", src_audio=torch.from_numpy(np.ascontiguousarray(source.T)),
+                      vocal_language=self.language, num_inference_steps=self.vocals_steps,
+                      generator=torch.Generator(device="cpu").manual_seed(self.seed))
+        stem = result.audios[0].float().cpu().numpy().T
+        if not np.isfinite(stem).all():
+            raise RuntimeError("vocal extraction produced non-finite audio")
+        stem = resample(np.ascontiguousarray(stem[:, :2]), pipe.sample_rate, rate)
+        return stem[: len(samples)] if len(stem) >= len(samples) else np.pad(stem, ((0, len(samples) - len(stem)), (0, 0)))
 
     # ----------------------------------------------------------------------------------- alignment
     def _align(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine], start: float,

@@ -19,7 +19,7 @@ import numpy as np
 
 from mvgen.errors import MvgenError
 from mvgen.lyrics import parse_lyrics
-from mvgen.media.audio import decode_audio, resample, write_wav
+from mvgen.media.audio import audio_duration, decode_audio, resample, write_wav
 from mvgen.util import sha256_file, write_json
 
 log = logging.getLogger("mvgen")
@@ -160,6 +160,9 @@ class AudioFileSong:
 
     def make(self, song: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         parse_lyrics(song["lyrics"])  # fail before decoding if the song file has no lyrics
+        stated = audio_duration(self.path) if self.path.is_file() else None
+        if stated is not None and stated > self.max_seconds + 1:  # refuse an hour-long file before decoding it
+            raise MvgenError(f"{self.path} is {stated:.0f} s long; the limit is music.max_seconds={self.max_seconds:g}")
         samples = decode_audio(self.path, self.rate, channels=2)
         duration = len(samples) / self.rate
         if duration < self.min_seconds:
