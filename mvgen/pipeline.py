@@ -117,7 +117,7 @@ class Pipeline:
         try:
             song = self._music(); overall.update()
             annotation = self._annotate(song); overall.update()
-            plan = self._segment(annotation); overall.update()
+            plan = self._segment(song, annotation); overall.update()
             candidates = self._frames(plan); overall.update()
             approved = self._review(plan, candidates); overall.update()
             clips = self._render(plan, approved, song); overall.update()
@@ -156,14 +156,18 @@ class Pipeline:
             path = self.run_dir / "annotation.json"
             return {"data": read_json(path), "hash": entry.files["annotation.json"]}
 
-    def _segment(self, annotation: dict[str, Any]) -> dict[str, Any]:
+    def _segment(self, song: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any]:
         from mvgen.stages.segment import format_report
 
         with self._stage("segment") as stats:
             backend = self.stages.segment
-            key = self._key("segment", self.configs["segment"], {"annotation": annotation["hash"]})
-            entry = stats.count(self.store.get_or_build(
-                "segment", key, lambda tmp: backend.plan(annotation["data"], tmp)["report"]))
+            cuts = self.song.get("cuts") or {}
+            song_part = {"bpm": self.song.get("bpm"), "cuts": cuts}
+            key = self._key("segment", self.configs["segment"], {"annotation": annotation["hash"],
+                                                                 "song.wav": song["hash"], "song": song_part})
+            entry = stats.count(self.store.get_or_build("segment", key, lambda tmp: backend.plan(
+                annotation["data"], tmp, song_wav=song["wav"], bpm=self.song.get("bpm"),
+                pins=cuts.get("pin", []), forbid=cuts.get("forbid", []))["report"]))
             path = self._place(entry, "segments.json", "segments.json")
             plan = read_json(path)
             log.info(format_report(plan))

@@ -30,6 +30,14 @@ class VisualBible:
 
 
 @dataclass
+class CutRules:
+    """Per-song cut overrides for the segment planner, in seconds of the song."""
+
+    pin: List[float] = field(default_factory=list)  # always cut here
+    forbid: List[List[float]] = field(default_factory=list)  # never cut inside these [start, end] ranges
+
+
+@dataclass
 class SongConfig:
     id: str = MISSING  # becomes part of file names: sanitized before use
     title: str = ""
@@ -42,6 +50,7 @@ class SongConfig:
     # Per-segment art direction: {segment name: {prompt, negative, seed}}, checked by the prompt builder.
     # A plain dict so that `+song.overrides.seg_003.prompt=...` works from the command line.
     overrides: Dict[str, Any] = field(default_factory=dict)
+    cuts: CutRules = field(default_factory=CutRules)
 
 
 # -------------------------------------------------------------------------------------- music stage
@@ -136,6 +145,10 @@ class PhrasePlannerConfig:
     target_seconds: float = 5.0
     max_seconds: float = 8.0
     lead_in: float = 0.24  # cut this long before a phrase onset, so the clip's motion can start
+    strategy: str = "phrase"  # phrase | beat | fixed
+    snap: str = "downbeat"  # downbeat | beat | none: what cuts are drawn to
+    snap_tolerance: float = 0.25  # seconds
+    beats_per_bar: int = 4
     fps: int = "${render.fps}"  # type: ignore[assignment]
     frame_step: int = "${render.frame_step}"  # type: ignore[assignment]
     max_frames: int = "${render.max_frames}"  # type: ignore[assignment]

@@ -115,3 +115,17 @@ def test_absurdly_long_audio_is_refused_with_the_limit_named(tmp_path: Path) -> 
     sf.write(tmp_path / "long.wav", np.full((48000 * 5, 2), 0.1, np.float32), 48000)
     with pytest.raises(MvgenError, match="music.max_seconds=4"):
         AudioFileSong(str(tmp_path / "long.wav"), max_seconds=4).make({"lyrics": "la"}, tmp_path)
+
+
+def test_beats_of_the_demo_song(demo: tuple[dict, Path]) -> None:
+    """100 bpm, 4/4, bars from 0 s: beats every 0.6 s, downbeats every 2.4 s."""
+    from mvgen.stages.beats import detect_beats
+
+    _, out = demo
+    grid = detect_beats(out / "song.wav", bpm_hint=100)
+    assert grid.tempo == pytest.approx(100, rel=0.02)
+    beats, downbeats = np.array(grid.beats), np.array(grid.downbeats)
+    assert len(beats) >= 90
+    assert np.abs(beats - np.round(beats / 0.6) * 0.6).max() < 0.1
+    assert np.abs(downbeats - np.round(downbeats / 2.4) * 2.4).max() < 0.1
+    assert detect_beats(out / "song.wav").tempo == pytest.approx(100, rel=0.02)  # no hint: same answer

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mvgen.errors import MvgenError
 from mvgen.stages.annotate import with_instrumentals
+from mvgen.stages.beats import BeatGrid
 from mvgen.stages.segment import PhrasePlanner, frames_to_generate
 
 
@@ -49,12 +50,22 @@ def layouts(draw: st.DrawFn) -> dict[str, Any]:
     return _annotation(duration, spans)
 
 
-@given(layout=layouts(), fps=st.sampled_from([24, 25, 30]), max_seconds=st.floats(min_value=4.0, max_value=10.0))
-@settings(max_examples=60, deadline=None)
-def test_plan_invariants(layout: dict[str, Any], fps: int, max_seconds: float) -> None:
+def _grid(duration: float, bpm: float, phase: float) -> BeatGrid:
+    beat = 60.0 / bpm
+    beats = [phase + k * beat for k in range(int((duration - phase) / beat) + 1) if phase + k * beat < duration]
+    return BeatGrid(bpm, beats, beats[::4])
+
+
+@given(layout=layouts(), fps=st.sampled_from([24, 25, 30]), max_seconds=st.floats(min_value=4.0, max_value=10.0),
+       strategy=st.sampled_from(["phrase", "beat", "fixed"]), bpm=st.floats(min_value=60, max_value=180),
+       phase=st.floats(min_value=0.0, max_value=0.5), with_beats=st.booleans())
+@settings(max_examples=80, deadline=None)
+def test_plan_invariants(layout: dict[str, Any], fps: int, max_seconds: float, strategy: str, bpm: float,
+                         phase: float, with_beats: bool) -> None:
     planner = PhrasePlanner(min_seconds=2.0, target_seconds=min(5.0, max_seconds), max_seconds=max_seconds,
-                            fps=fps, frame_step=8, max_frames=257)
-    plan = planner.plan(layout)
+                            fps=fps, frame_step=8, max_frames=257, strategy=strategy)
+    beats = _grid(layout["duration"], bpm, phase) if with_beats else BeatGrid()
+    plan = planner.plan(layout, beats=beats)
     segments = plan["segments"]
     total = round(layout["duration"] * fps)
     assert plan["total_frames"] == total
@@ -67,6 +78,8 @@ def test_plan_invariants(layout: dict[str, Any], fps: int, max_seconds: float) -
         assert s["start"] == pytest.approx(s["start_frame"] / fps) and s["end"] == pytest.approx(s["end_frame"] / fps)
         assert s["frames"] <= planner.max_len  # within max_seconds and the frame budget
         assert s["generate_frames"] == frames_to_generate(s["frames"], 8) <= 257
+    if strategy != "phrase":
+        return
     # phrase integrity: every phrase that fits the maximum lies inside one segment (to the frame)
     for phrase in layout["phrases"]:
         if phrase["kind"] != "lyric":
@@ -76,6 +89,47 @@ def test_plan_invariants(layout: dict[str, Any], fps: int, max_seconds: float) -
             holders = [s for s in segments if s["start_frame"] <= a and b <= s["end_frame"]]
             cut_inside = [s["start_frame"] for s in segments if a < s["start_frame"] < b]
             assert holders or not cut_inside, f"phrase {phrase['start']:.2f}-{phrase['end']:.2f} was cut"
+
+
+def test_cuts_move_to_downbeats_within_tolerance() -> None:
+    # phrases at 5.1, 10.3, 15.2 s; downbeats every 2.4 s from 0: 4.8, 9.6/12.0, 14.4
+    layout = _annotation(24.0, [(5.1, 8.0), (10.3, 13.0), (15.2, 18.0)])
+    beats = _grid(24.0, 100.0, 0.0)
+    plan = PhrasePlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, fps=25, snap="downbeat",
+                         snap_tolerance=0.4).plan(layout, beats=beats)
+    cuts = [s["start"] for s in plan["segments"][1:]]
+    assert 4.8 in cuts  # 5.1 - 0.24 = 4.86 -> the downbeat at 4.8
+    assert plan["report"]["cuts_on_downbeats"] >= 2
+    no_snap = PhrasePlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, fps=25, snap="none").plan(
+        layout, beats=beats)
+    assert 4.8 not in [s["start"] for s in no_snap["segments"][1:]]
+
+
+def test_beat_strategy_cuts_whole_bars() -> None:
+    layout = _annotation(48.0, [(5.0, 8.0), (20.0, 23.0)])
+    plan = PhrasePlanner(target_seconds=4.8, max_seconds=8.0, fps=25, strategy="beat").plan(
+        layout, beats=_grid(48.0, 100.0, 0.0))
+    for segment in plan["segments"]:
+        assert segment["start_frame"] % 60 == 0  # 2.4 s bars at 25 fps = 60 frames
+
+
+def test_fixed_strategy_is_even() -> None:
+    plan = PhrasePlanner(target_seconds=5.0, fps=25, strategy="fixed", snap="none").plan(_annotation(60.0, []))
+    assert [s["frames"] for s in plan["segments"]] == [125] * 12
+
+
+def test_song_pins_and_forbidden_ranges() -> None:
+    layout = _annotation(40.0, [(3.0, 6.0), (12.0, 15.0), (25.0, 28.0)])
+    planner = PhrasePlanner(fps=25)
+    plan = planner.plan(layout, pins=[20.0, 33.0], forbid=[[8.0, 11.0]])
+    starts = [s["start"] for s in plan["segments"]]
+    assert 20.0 in starts and 33.0 in starts
+    assert not any(8.0 <= t <= 11.0 for t in starts)
+    assert plan["pins"] == [500, 825]
+    with pytest.raises(MvgenError, match="outside the song"):
+        planner.plan(layout, pins=[41.0])
+    with pytest.raises(MvgenError, match="start < end"):
+        planner.plan(layout, forbid=[[5.0, 4.0]])
 
 
 def test_long_phrase_is_split_between_words_not_inside() -> None:
@@ -101,6 +155,8 @@ def test_cuts_land_just_before_phrases() -> None:
     ({"fps": 0}, "fps must be positive"),
     ({"max_frames": 200}, "frame rule"),
     ({"min_seconds": 4.0, "max_frames": 49}, "shorter than segment.min_seconds"),
+    ({"strategy": "random"}, "segment.strategy"),
+    ({"snap": "bar"}, "segment.snap"),
 ])
 def test_invalid_limits_fail_with_one_line(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(MvgenError, match=match) as info:

@@ -31,6 +31,12 @@ def plot_timeline(song_wav: Path, annotation: dict[str, Any], plan: dict[str, An
     fig, (ax_wave, ax_phr, ax_seg) = plt.subplots(3, 1, figsize=(width, 6.5), sharex=True,
                                                    gridspec_kw={"height_ratios": [2, 1.4, 1.2]})
     ax_wave.fill_between(times, -envelope, envelope, color="#333333", linewidth=0)
+    grid = plan.get("beats") or {}
+    peak = float(envelope.max(initial=0.0)) or 1.0
+    ax_wave.vlines(grid.get("beats", []), -peak, -0.8 * peak, color="#2a9d8f", linewidth=0.6, label="beats")
+    ax_wave.vlines(grid.get("downbeats", []), -peak, -0.55 * peak, color="#264653", linewidth=1.2, label="downbeats")
+    if grid.get("beats"):
+        ax_wave.legend(loc="upper right", fontsize=7)
     ax_wave.set_ylabel("song")
     ax_wave.set_yticks([])
     ax_wave.set_title(title or "timeline", loc="left")
