@@ -3,6 +3,7 @@
     mvgen [OVERRIDES]                   one run (Hydra's own flags work: -m, --cfg job, --info defaults)
     mvgen rerun RUN_DIR [OVERRIDES]     replay RUN_DIR/.hydra/overrides.yaml against conf/ into a new run
     mvgen compare SWEEP_DIR             rebuild compare.html + compare.json for a sweep
+    mvgen review RUN_DIR                serve the review page for a review=manual run
     mvgen eval RUN_DIR [TRUTH]          alignment accuracy against ground truth
 
 Overrides are checked by composing the config before Hydra runs, so a typo or a wrong type is one
@@ -24,7 +25,7 @@ from mvgen.schema import register_configs
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("music", "annotate", "segment", "prompts", "frames", "review", "render", "assemble")
-SUBCOMMANDS = ("rerun", "compare", "eval")
+SUBCOMMANDS = ("rerun", "compare", "eval", "review")
 
 log = logging.getLogger("mvgen")
 _rerun_of: Path | None = None
@@ -66,12 +67,20 @@ def _task(cfg: DictConfig) -> None:
         if _rerun_of is not None:
             pipeline.manifest_extra["rerun_of"] = str(_rerun_of)
             _warn_if_config_drifted(cfg, _rerun_of)
+            if (_rerun_of / "review.json").is_file():  # approvals and new-seed requests carry over
+                from mvgen.util import read_json
+
+                pipeline.previous_review = read_json(_rerun_of / "review.json")
         manifest = pipeline.run()
     except MvgenError as exc:
         if cfg.runtime.debug:
             raise
         print(f"mvgen: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if manifest["status"] == "awaiting_review":
+        print(f"mvgen: frames are ready for review ({len(manifest['awaiting_review'])} segments to approve): "
+              f"mvgen review {run_dir}  then  mvgen rerun {run_dir}")
+        return
     stages = manifest["stages"]
     hits = sum(s["hits"] for s in stages.values())
     misses = sum(s["misses"] for s in stages.values())
@@ -168,6 +177,7 @@ Usage:
   mvgen -m KEY=A,B [OVERRIDE ...]      sweep; writes compare.html + compare.json in the sweep directory
   mvgen rerun RUN_DIR [OVERRIDE ...]   reproduce a run from RUN_DIR/.hydra into a new run directory
   mvgen compare SWEEP_DIR              (re)build compare.html + compare.json for a sweep directory
+  mvgen review RUN_DIR [--port 8765]   serve the review page (review=manual) on 127.0.0.1
   mvgen eval RUN_DIR [TRUTH]           line-onset accuracy of RUN_DIR/annotation.json against truth.json
                                        or a JamendoLyrics CSV (start_time,end_time,lyrics_line)
   mvgen --cfg job                      print the composed config (any KEY=VALUE there can be overridden)
@@ -243,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if args_in and args_in[0] == "compare":
             _compare(args_in[1:])
+            return
+        if args_in and args_in[0] == "review":
+            from mvgen.review_server import review_cli
+
+            review_cli(args_in[1:])
             return
         if args_in and args_in[0] == "eval":
             from mvgen.evaluate import evaluate_cli

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from tqdm import tqdm
 
 from mvgen import __version__
+from mvgen.errors import MvgenError
 from mvgen.media.audio import read_wav
 from mvgen.store import ArtifactStore, Entry
 from mvgen.util import read_json, sha256_json, write_json
@@ -43,6 +44,15 @@ _SONG_FIELDS_FOR_ANNOTATE = ("lyrics", "language")
 def _fingerprint(backend: Any) -> dict[str, str]:
     """Content hashes of a backend's own input files (an audio or LRC file), so keys follow bytes, not names."""
     return backend.fingerprint() if hasattr(backend, "fingerprint") else {}
+
+
+class ReviewPending(Exception):
+    """Manual review: some segments have no approved frame yet; the run stops after the frames."""
+
+    def __init__(self, pending: list[str]) -> None:
+        super().__init__(f"{len(pending)} segment(s) await review: {', '.join(pending[:6])}"
+                         + (" ..." if len(pending) > 6 else ""))
+        self.pending = pending
 
 
 @dataclass
@@ -80,6 +90,7 @@ class Pipeline:
     run_dir: Path
     progress: bool = True
     manifest_extra: dict[str, Any] = field(default_factory=dict)
+    previous_review: dict[str, Any] | None = None  # review.json of the run being continued (manual review)
     stats: dict[str, StageStats] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # run-dir relative path -> sha256
 
@@ -119,10 +130,16 @@ class Pipeline:
             annotation = self._annotate(song); overall.update()
             plan = self._segment(song, annotation); overall.update()
             candidates = self._frames(plan); overall.update()
-            approved = self._review(plan, candidates); overall.update()
-            clips = self._render(plan, approved, song); overall.update()
-            self._assemble(plan, clips, song); overall.update()
-            self._reports(song, annotation, plan, candidates, approved); overall.update()
+            try:
+                approved = self._review(plan, candidates); overall.update()
+            except ReviewPending as pending:
+                self._reports(song, annotation, plan, candidates, read_json(self.run_dir / "review.json"))
+                status, error = "awaiting_review", str(pending)
+                self.manifest_extra["awaiting_review"] = pending.pending
+            else:
+                clips = self._render(plan, approved, song); overall.update()
+                self._assemble(plan, clips, song); overall.update()
+                self._reports(song, annotation, plan, candidates, approved["data"]); overall.update()
         except BaseException as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
@@ -173,24 +190,33 @@ class Pipeline:
             log.info(format_report(plan))
             return {"data": plan, "hash": entry.files["segments.json"]}
 
+    def _previous(self, name: str) -> dict[str, Any]:
+        return ((self.previous_review or {}).get("segments") or {}).get(name) or {}
+
     def _frames(self, plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         """Per segment: candidate PNGs + prompts.json. Returns {segment name: [candidate records]}."""
         with self._stage("frames") as stats:
             frames, prompter = self.stages.frames, self.stages.prompts
             palette = (self.song.get("visual") or {}).get("palette")
+            reference = self._reference(stats)
             out: dict[str, list[dict[str, Any]]] = {}
             for segment in self._bar(plan["data"]["segments"], "frames"):
-                prompts = prompter.build(self.song, segment, frames.candidates)
+                reseed = int(self._previous(segment["name"]).get("reseed", 0))
+                prompts = prompter.build(self.song, segment, frames.candidates, reseed=reseed)
                 shot = {k: segment[k] for k in ("index", "name", "kind", "section", "section_index", "text",
                                                 "start", "end")}
 
                 def build(tmp: Path, segment: dict[str, Any] = segment, prompts: list[dict[str, Any]] = prompts) -> dict:
-                    frames.generate(self.song, segment, prompts, tmp)
+                    if reference is not None:
+                        frames.generate(self.song, segment, prompts, tmp, reference=reference["path"])
+                    else:
+                        frames.generate(self.song, segment, prompts, tmp)
                     write_json(tmp / "prompts.json", {"segment": segment["name"], "candidates": prompts})
                     return {"candidates": len(prompts)}
 
-                key = self._key("frames", self.configs["frames"], {"prompts": prompts, "segment": shot,
-                                                                   "palette": palette})
+                key = self._key("frames", self.configs["frames"], {
+                    "prompts": prompts, "segment": shot, "palette": palette,
+                    "reference": reference["hash"] if reference else None})
                 entry = stats.count(self.store.get_or_build("frames", key, build))
                 records = []
                 for spec in prompts:
@@ -201,33 +227,106 @@ class Pipeline:
                 out[segment["name"]] = records
             return out
 
+    def _reference(self, stats: StageStats) -> dict[str, Any] | None:
+        """The identity reference image (given, or generated once from the visual bible), or None."""
+        frames = self.stages.frames
+        mode = getattr(frames, "reference", "none")
+        if mode == "none":
+            return None
+        if mode == "given":
+            path = Path(frames.reference_image).expanduser()
+            target = self.run_dir / "frames" / "reference.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            from PIL import Image
+
+            Image.open(path).convert("RGB").save(target)
+            from mvgen.util import sha256_file
+
+            digest = sha256_file(target)
+            self.outputs["frames/reference.png"] = digest
+            return {"path": target, "hash": digest}
+        visual = (self.song.get("visual") or {})
+        key = self._key("reference", self.configs["frames"], {"characters": visual.get("characters"),
+                                                               "era": visual.get("era")})
+        entry = stats.count(self.store.get_or_build(
+            "reference", key, lambda tmp: frames.make_reference(self.song, tmp / "reference.png")))
+        return {"path": self._place(entry, "reference.png", "frames/reference.png"),
+                "hash": entry.files["reference.png"]}
+
     def _review(self, plan: dict[str, Any], candidates: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         with self._stage("review") as stats:
             backend = self.stages.review
-            inputs = {name: [c["hash"] for c in records] for name, records in candidates.items()}
+            if getattr(backend, "method", "auto") == "manual":
+                review = self._manual_review(plan, candidates)
+            else:
+                inputs = {name: [c["hash"] for c in records] for name, records in candidates.items()}
 
-            def build(tmp: Path) -> dict[str, Any]:
-                segments = {}
-                for segment in plan["data"]["segments"]:
-                    records = candidates[segment["name"]]
-                    verdict = backend.review([{k: c[k] for k in ("candidate", "seed", "path")} for c in records])
-                    chosen = verdict["approved"]
-                    segments[segment["name"]] = {**verdict, "image": f"frames/{segment['name']}/cand_{chosen}.png"}
-                from mvgen.stages.review import SCORE_FORMULA
+                def build(tmp: Path) -> dict[str, Any]:
+                    from mvgen.stages.review import SCORE_FORMULA
 
-                write_json(tmp / "review.json", {"version": 1, "method": "auto", "score": SCORE_FORMULA,
-                                                 "segments": segments})
-                return {}
+                    segments = {}
+                    for segment in plan["data"]["segments"]:
+                        records = candidates[segment["name"]]
+                        verdict = backend.review([{k: c[k] for k in ("candidate", "seed", "path", "prompt")}
+                                                  for c in records])
+                        segments[segment["name"]] = self._approval(segment, records, verdict)
+                    write_json(tmp / "review.json", {"version": 1, "method": "auto", "score": SCORE_FORMULA,
+                                                     "segments": segments})
+                    return {}
 
-            key = self._key("review", self.configs["review"], {"candidates": inputs})
-            entry = stats.count(self.store.get_or_build("review", key, build))
-            path = self._place(entry, "review.json", "review.json")
-            review = read_json(path)
+                key = self._key("review", self.configs["review"], {"candidates": inputs,
+                                                                   "pins": self._pinned_candidates()})
+                entry = stats.count(self.store.get_or_build("review", key, build))
+                review = read_json(self._place(entry, "review.json", "review.json"))
             approved = {}
             for name, verdict in review["segments"].items():
-                record = next(c for c in candidates[name] if c["candidate"] == verdict["approved"])
-                approved[name] = record
+                approved[name] = next(c for c in candidates[name] if c["candidate"] == verdict["approved"])
             return {"data": review, "approved": approved}
+
+    def _pinned_candidates(self) -> dict[str, int]:
+        overrides = self.song.get("overrides") or {}
+        return {name: int(o["candidate"]) for name, o in overrides.items() if (o or {}).get("candidate") is not None}
+
+    def _approval(self, segment: dict[str, Any], records: list[dict[str, Any]], verdict: dict[str, Any]) -> dict[str, Any]:
+        """The review record of one segment; a candidate pinned by the song file wins over the verdict."""
+        name = segment["name"]
+        pinned = self._pinned_candidates().get(name)
+        if pinned is not None:
+            if not any(c["candidate"] == pinned for c in records):
+                raise MvgenError(f"song.overrides.{name}.candidate={pinned} does not exist; "
+                                 f"{name} has candidates 0..{len(records) - 1}")
+            verdict = {**verdict, "approved": pinned, "pinned": True}
+        chosen = verdict.get("approved")
+        record = next((c for c in records if c["candidate"] == chosen), None)
+        return {**verdict, "approved_hash": record["hash"] if record else None,
+                "image": f"frames/{name}/cand_{chosen}.png" if record else None,
+                "text": segment["text"], "start": segment["start"], "end": segment["end"],
+                "section": segment["section"], "kind": segment["kind"],
+                "reseed": int(self._previous(name).get("reseed", 0)),
+                "files": [{"candidate": c["candidate"], "seed": c["seed"], "hash": c["hash"],
+                           "image": f"frames/{name}/cand_{c['candidate']}.png", "prompt": c["prompt"]}
+                          for c in records]}
+
+    def _manual_review(self, plan: dict[str, Any], candidates: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """Approvals carried over from the previous run's review.json, matched by image hash (never stale)."""
+        segments, pending = {}, []
+        for segment in plan["data"]["segments"]:
+            name = segment["name"]
+            records = candidates[name]
+            wanted = self._previous(name).get("approved_hash")
+            chosen = next((c["candidate"] for c in records if wanted and c["hash"] == wanted), None)
+            record = self._approval(segment, records, {"approved": chosen, "method": "manual"})
+            if record["approved"] is None:
+                pending.append(name)
+            segments[name] = record
+        review = {"version": 1, "method": "manual", "segments": segments}
+        write_json(self.run_dir / "review.json", review)
+        from mvgen.util import sha256_file
+
+        self.outputs["review.json"] = sha256_file(self.run_dir / "review.json")
+        if pending:
+            raise ReviewPending(pending)
+        return review
 
     def _render(self, plan: dict[str, Any], review: dict[str, Any], song: dict[str, Any]) -> list[Path]:
         with self._stage("render") as stats:
@@ -266,6 +365,7 @@ class Pipeline:
 
     def _reports(self, song: dict[str, Any], annotation: dict[str, Any], plan: dict[str, Any],
                  candidates: dict[str, list[dict[str, Any]]], review: dict[str, Any]) -> None:
+        """timeline.png and contact_sheet.png. ``review`` is review.json's content."""
         with self._stage("report") as stats:
             title = f"{self.song.get('title') or self.song.get('id')} — {plan['data']['report']['count']} clips"
 
@@ -287,11 +387,12 @@ class Pipeline:
                     rows.append({"label": f"{segment['name']}  {segment['kind']}\n{segment['start']:.2f}-{segment['end']:.2f} s"
                                           f"\n{segment['section']} {segment['section_index']}\n{segment['text'][:60]}",
                                  "paths": [c["path"] for c in records],
-                                 "approved": review["data"]["segments"][segment["name"]]["approved"]})
+                                 "approved": review["segments"][segment["name"]]["approved"]})
                 contact_sheet(rows, tmp / "contact_sheet.png")
 
             key = self._key("contact_sheet", {}, {"frames": {n: [c["hash"] for c in r] for n, r in candidates.items()},
-                                                  "review": review["data"]["segments"], "plan": plan["hash"]})
+                                                  "review": {n: r["approved"] for n, r in review["segments"].items()},
+                                                  "plan": plan["hash"]})
             self._place(stats.count(self.store.get_or_build("contact_sheet", key, sheet)),
                         "contact_sheet.png", "contact_sheet.png")
 

@@ -178,11 +178,47 @@ class StoryboardFramesConfig:
 
 
 @dataclass
+class DiffusersFramesConfig:
+    _target_: str = "mvgen.stages.frames.DiffusersFrames"
+    pipeline: str = MISSING  # diffusers class name: ZImagePipeline, Flux2KleinPipeline, QwenImagePipeline, ...
+    id_or_path: str = MISSING  # hub id or local folder (save_pretrained layout, safetensors)
+    revision: Optional[str] = None
+    dtype: str = "bfloat16"
+    device: str = "${runtime.device}"
+    offload: bool = False
+    steps: int = 8
+    guidance: float = 1.0
+    guidance_arg: str = "guidance_scale"  # the pipeline's argument name (Qwen-Image: true_cfg_scale)
+    width: int = "${render.width}"  # type: ignore[assignment]
+    height: int = "${render.height}"  # type: ignore[assignment]
+    candidates: int = 4
+    batch_size: int = 2
+    seed: int = "${seed}"  # type: ignore[assignment]
+    scheduler: str = "default"  # default | euler | euler_a | dpmpp | dpmpp_sde | unipc | ddim | flow_euler | flow_heun
+    scheduler_options: Dict[str, Any] = field(default_factory=dict)
+    negative_prompt: bool = True
+    reference: str = "none"  # none | given | generate: an identity reference for image-conditioned pipelines
+    reference_image: Optional[str] = None
+    reference_prompt: str = ""
+    extra: Dict[str, Any] = field(default_factory=dict)  # any other pipeline call arguments
+
+
+@dataclass
 class AutoReviewConfig:
     _target_: str = "mvgen.stages.review.AutoReview"
     contrast_weight: float = 1.0
     colourfulness_weight: float = 1.0
     sharpness_weight: float = 1.0
+    clip_model: Optional[str] = None  # a CLIP id_or_path: adds text-image similarity to the score
+    clip_weight: float = 3.0
+    device: str = "${runtime.device}"
+
+
+@dataclass
+class ManualReviewConfig:
+    _target_: str = "mvgen.stages.review.ManualReview"
+    host: str = "127.0.0.1"
+    port: int = 8765
 
 
 # ------------------------------------------------------------------------------------ render stage
@@ -250,8 +286,8 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
     "annotate": {"base_stable_ts": StableTsAlignConfig, "base_lrc": LrcAnnotateConfig},
     "segment": {"base_phrase": PhrasePlannerConfig},
     "prompts": {"base_prompts": PromptsConfig},
-    "frames": {"base_storyboard": StoryboardFramesConfig},
-    "review": {"base_auto": AutoReviewConfig},
+    "frames": {"base_storyboard": StoryboardFramesConfig, "base_diffusers": DiffusersFramesConfig},
+    "review": {"base_auto": AutoReviewConfig, "base_manual": ManualReviewConfig},
     "render": {"base_animatic": AnimaticRenderConfig},
     "assemble": {"base_assemble": AssembleConfig},
 }

@@ -1,5 +1,7 @@
 """Stage 4a, frames: candidate start frames per segment -> ``frames/<segment>/cand_<k>.png``.
 
+``DiffusersFrames`` runs any diffusers text-to-image pipeline (presets in conf/frames/).
+
 ``StoryboardFrames`` (CPU preview) draws a storyboard card per candidate: the shot's composition
 (subject size from the shot type, placed on a third), the song's palette, the location's skyline and
 lights, a shot label and the lyric. Candidates differ in palette, placement and lighting; everything
@@ -8,14 +10,18 @@ is a pure function of the candidate's seed.
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mvgen.errors import MvgenError
 from mvgen.media.fonts import font
+
+log = logging.getLogger("mvgen")
 
 DEFAULT_PALETTE = ["#1d2440", "#e94f37", "#f6c85f", "#3f88c5", "#f2f2f2"]
 
@@ -139,3 +145,124 @@ class StoryboardFrames:
                       stroke_width=2, stroke_fill=(0, 0, 0))
         # Title-safe guides (90 % of the frame), as on a real storyboard.
         draw.rectangle([w * 0.05, h * 0.05, w * 0.95, h * 0.95], outline=(255, 255, 255, 60), width=1)
+
+
+# Sampler names for `frames.scheduler`, mapped to diffusers scheduler classes ("default" keeps the pipeline's).
+SCHEDULERS = {
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpmpp": "DPMSolverMultistepScheduler",
+    "dpmpp_sde": "DPMSolverSDEScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "flow_euler": "FlowMatchEulerDiscreteScheduler",
+    "flow_heun": "FlowMatchHeunDiscreteScheduler",
+}
+REFERENCE_MODES = ("none", "given", "generate")
+
+
+class DiffusersFrames:
+    """Any diffusers text-to-image pipeline, by class name and ``id_or_path`` (hub id or local folder).
+
+    Candidates are generated in batches of ``batch_size``, each with its own generator seeded from
+    (base seed, segment, candidate), so any single frame can be regenerated alone. With an identity
+    reference (``reference=given|generate``), pipelines that take an ``image`` input (FLUX.2 klein,
+    Qwen-Image-Edit-Plus) see the same performer in every segment.
+    """
+
+    def __init__(self, pipeline: str, id_or_path: str, revision: str | None = None, dtype: str = "bfloat16",
+                 device: str = "cuda", offload: bool = False, steps: int = 8, guidance: float = 1.0,
+                 guidance_arg: str = "guidance_scale", width: int = 1920, height: int = 1088, candidates: int = 4,
+                 batch_size: int = 2, seed: int = 0, scheduler: str = "default",
+                 scheduler_options: dict[str, Any] | None = None, negative_prompt: bool = True,
+                 reference: str = "none", reference_image: str | None = None,
+                 reference_prompt: str = "", extra: dict[str, Any] | None = None) -> None:
+        if candidates < 1 or batch_size < 1 or steps < 1:
+            raise MvgenError("frames.candidates, frames.batch_size and frames.steps must be at least 1")
+        if scheduler != "default" and scheduler not in SCHEDULERS:
+            raise MvgenError(f"frames.scheduler={scheduler!r}; use default or one of {', '.join(SCHEDULERS)}")
+        if reference not in REFERENCE_MODES:
+            raise MvgenError(f"frames.reference={reference!r}; use one of {', '.join(REFERENCE_MODES)}")
+        if reference == "given" and not (reference_image and Path(reference_image).expanduser().is_file()):
+            raise MvgenError(f"frames.reference=given needs frames.reference_image to be an image file; "
+                             f"got {reference_image!r}")
+        if width % 16 or height % 16:
+            raise MvgenError(f"frame size {width}x{height}: use multiples of 16")
+        self.pipeline_name, self.id_or_path, self.revision = pipeline, id_or_path, revision
+        self.dtype, self.device, self.offload = dtype, device, offload
+        self.steps, self.guidance, self.guidance_arg = steps, guidance, guidance_arg
+        self.width, self.height = width, height
+        self.candidates, self.batch_size, self.seed = candidates, batch_size, seed
+        self.scheduler, self.scheduler_options = scheduler, dict(scheduler_options or {})
+        self.negative_prompt = negative_prompt
+        self.reference, self.reference_image, self.reference_prompt = reference, reference_image, reference_prompt
+        self.extra = dict(extra or {})
+
+    def _pipe(self) -> Any:
+        import diffusers
+
+        from mvgen.models import load_pipeline
+
+        cls = getattr(diffusers, self.pipeline_name, None)
+        if cls is None or not isinstance(cls, type) or not issubclass(cls, diffusers.DiffusionPipeline):
+            raise MvgenError(f"frames.pipeline={self.pipeline_name!r} is not a diffusers pipeline class "
+                             "(e.g. ZImagePipeline, Flux2KleinPipeline, QwenImagePipeline, StableDiffusionXLPipeline)")
+        pipe = load_pipeline(cls, self.id_or_path, self.revision, self.dtype, self.device, self.offload)
+        if self.scheduler != "default":
+            scheduler_cls = getattr(diffusers, SCHEDULERS[self.scheduler])
+            pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **self.scheduler_options)
+        return pipe
+
+    def accepts(self, parameter: str) -> bool:
+        import inspect
+
+        return parameter in inspect.signature(self._pipe().__call__).parameters
+
+    def make_reference(self, song: dict[str, Any], out_path: Path) -> None:
+        """Generate the identity reference once from the visual bible (stored and reused by every segment)."""
+        visual = song.get("visual") or {}
+        character = (visual.get("characters") or ["a singer"])[0]
+        prompt = (self.reference_prompt or "character reference portrait of {character}, front view, neutral "
+                  "background, even light, {era}").format(character=character, era=visual.get("era", ""))
+        image = self._run([{"prompt": " ".join(prompt.split()), "negative": "", "seed": self.seed}], None)[0]
+        image.save(out_path)
+
+    def generate(self, song: dict[str, Any], segment: dict[str, Any], prompts: list[dict[str, Any]],
+                 out_dir: Path, reference: Path | None = None) -> None:
+        from PIL import Image as PILImage
+
+        reference_image = PILImage.open(reference).convert("RGB") if reference else None
+        for start in range(0, len(prompts), self.batch_size):
+            batch = prompts[start:start + self.batch_size]
+            for spec, image in zip(batch, self._run(batch, reference_image)):
+                if image.size != (self.width, self.height):
+                    image = image.resize((self.width, self.height), PILImage.LANCZOS)
+                image.save(out_dir / f"cand_{spec['candidate']}.png")
+
+    def _run(self, batch: list[dict[str, Any]], reference: Any) -> list[Any]:
+        import inspect
+
+        import torch
+
+        pipe = self._pipe()
+        parameters = inspect.signature(pipe.__call__).parameters
+        kwargs: dict[str, Any] = {
+            "prompt": [spec["prompt"] for spec in batch],
+            "height": self.height, "width": self.width, "num_inference_steps": self.steps,
+            "generator": [torch.Generator(device="cpu").manual_seed(spec["seed"]) for spec in batch],
+            self.guidance_arg: self.guidance,
+        }
+        if self.negative_prompt and "negative_prompt" in parameters and any(spec.get("negative") for spec in batch):
+            kwargs["negative_prompt"] = [spec.get("negative") or "" for spec in batch]
+        if reference is not None:
+            if "image" in parameters:
+                kwargs["image"] = [reference] * len(batch) if len(batch) > 1 else reference
+            else:
+                log.warning("%s takes no reference image; the identity reference is not used", self.pipeline_name)
+        images = pipe(**kwargs, **self.extra).images
+        if len(images) != len(batch):
+            raise RuntimeError(f"{self.pipeline_name} returned {len(images)} images for {len(batch)} prompts")
+        for image in images:
+            if not np.isfinite(np.asarray(image, dtype=np.float32)).all():
+                raise RuntimeError("the frame model produced non-finite pixels")
+        return images

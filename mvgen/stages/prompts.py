@@ -3,7 +3,8 @@
 Lyric segments get performance framing (readable face, visible mouth: the clip will be lip-synced);
 instrumental segments get atmosphere. Shots and locations rotate through the song from an offset
 derived from the seed, so neighbouring segments differ and the same seed always gives the same plan.
-A song may override any segment's prompt, negative prompt or seed in ``song.overrides.<segment name>``.
+A song may override any segment's prompt, negative prompt or seed, or pin the approved candidate, in
+``song.overrides.<segment name>`` (keys: prompt, negative, seed, candidate).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from mvgen.errors import MvgenError
 
-OVERRIDE_KEYS = ("prompt", "negative", "seed")
+OVERRIDE_KEYS = ("prompt", "negative", "seed", "candidate")
 FIELDS = ("character", "location", "palette", "era", "camera", "shot", "lyric", "section", "mood", "style", "title")
 
 
@@ -37,7 +38,9 @@ class PromptBuilder:
                       "instrumental": list(instrumental_shots or ["wide shot"])}
         self.seed = seed
 
-    def build(self, song: dict[str, Any], segment: dict[str, Any], candidates: int) -> list[dict[str, Any]]:
+    def build(self, song: dict[str, Any], segment: dict[str, Any], candidates: int,
+              reseed: int = 0) -> list[dict[str, Any]]:
+        """One prompt record per candidate. ``reseed`` > 0 (a reviewer asked for new frames) draws new seeds."""
         visual = song.get("visual") or {}
         override = (song.get("overrides") or {}).get(segment["name"]) or {}
         unknown = sorted(set(override) - set(OVERRIDE_KEYS))
@@ -64,7 +67,7 @@ class PromptBuilder:
             base_seed = override.get("seed") if override.get("seed") is not None else self.seed
             out.append({
                 "candidate": k,
-                "seed": derive_seed(base_seed, segment["index"], k),
+                "seed": derive_seed(base_seed, segment["index"], k, *(("reseed", reseed) if reseed else ())),
                 "prompt": " ".join(prompt.split()),
                 "negative": override.get("negative") or self.negative,
                 "shot": shot,

@@ -2,8 +2,12 @@
 
 ``AutoReview`` scores every candidate and approves the best. The score, stated in review.json:
 
-    score = contrast_weight * z(contrast) + colourfulness_weight * z(colourfulness)
+    score = clip_weight * CLIP similarity(prompt, image)            (when clip_model is set)
+            + contrast_weight * z(contrast) + colourfulness_weight * z(colourfulness)
             + sharpness_weight * z(sharpness)
+
+``ManualReview``: a person approves candidates on the review page (``mvgen review RUN_DIR``); the run
+stops after the frames until every segment has an approval.
 
 with z() the z-score among the segment's candidates, contrast the standard deviation of luma,
 colourfulness Hasler and Suesstrunk's metric, sharpness the mean absolute Laplacian of luma.
@@ -19,9 +23,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-SCORE_FORMULA = ("contrast_weight*z(luma std) + colourfulness_weight*z(Hasler-Suesstrunk colourfulness) + "
-                 "sharpness_weight*z(mean |Laplacian| of luma); z = z-score within the segment; blank frames last; "
-                 "ties to the lower seed")
+from mvgen.errors import MvgenError
+
+SCORE_FORMULA = ("clip_weight*cosine(CLIP text, CLIP image) [if clip_model] + contrast_weight*z(luma std) + "
+                 "colourfulness_weight*z(Hasler-Suesstrunk colourfulness) + sharpness_weight*z(mean |Laplacian| of luma); "
+                 "z = z-score within the segment; blank frames last; ties to the lower seed")
+
+_CLIP: dict[tuple[str, str], Any] = {}
 
 
 def image_measures(path: Path) -> dict[str, float]:
@@ -36,13 +44,17 @@ def image_measures(path: Path) -> dict[str, float]:
 
 
 class AutoReview:
+    method = "auto"
+
     def __init__(self, contrast_weight: float = 1.0, colourfulness_weight: float = 1.0,
-                 sharpness_weight: float = 1.0) -> None:
+                 sharpness_weight: float = 1.0, clip_model: str | None = None, clip_weight: float = 3.0,
+                 device: str = "cpu") -> None:
         self.weights = {"contrast": contrast_weight, "colourfulness": colourfulness_weight,
                         "sharpness": sharpness_weight}
+        self.clip_model, self.clip_weight, self.device = clip_model, clip_weight, device
 
     def review(self, candidates: list[dict[str, Any]]) -> dict[str, Any]:
-        """candidates: [{"candidate": k, "seed": s, "path": Path}] of one segment -> its review record."""
+        """candidates: [{"candidate": k, "seed": s, "path": Path, "prompt": str}] of one segment."""
         measures = [image_measures(c["path"]) for c in candidates]
         scores = np.zeros(len(candidates))
         for name, weight in self.weights.items():
@@ -50,9 +62,54 @@ class AutoReview:
             spread = values.std()
             if spread > 1e-9:
                 scores += weight * (values - values.mean()) / spread
+        if self.clip_model:
+            similarity = self._clip_similarity(candidates)
+            scores += self.clip_weight * similarity
+            for m, value in zip(measures, similarity):
+                m["clip"] = float(value)
         rows = []
         for c, m, s in zip(candidates, measures, scores):
             rows.append({"candidate": c["candidate"], "seed": c["seed"], "score": round(float(s), 4),
                          **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}})
         best = min(rows, key=lambda r: (r["blank"], -r["score"], r["seed"]))
         return {"approved": best["candidate"], "method": "auto", "candidates": rows}
+
+    def _clip_similarity(self, candidates: list[dict[str, Any]]) -> np.ndarray:
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        key = (self.clip_model, self.device)
+        if key not in _CLIP:
+            local = Path(self.clip_model).expanduser().is_dir()
+            try:
+                model = CLIPModel.from_pretrained(self.clip_model, use_safetensors=True, local_files_only=local)
+                processor = CLIPProcessor.from_pretrained(self.clip_model, local_files_only=local)
+            except OSError as exc:
+                raise MvgenError(f"cannot load CLIP from {self.clip_model}: {str(exc).splitlines()[0][:160]}; "
+                                 "set review.clip_model to a local folder or go online") from exc
+            _CLIP[key] = (model.to(self.device).eval(), processor)
+        model, processor = _CLIP[key]
+        images = [Image.open(c["path"]).convert("RGB") for c in candidates]
+        texts = [c.get("prompt") or "" for c in candidates]
+        inputs = processor(text=texts, images=images, return_tensors="pt", padding=True, truncation=True)
+        with torch.no_grad():
+            image_features = model.get_image_features(pixel_values=inputs["pixel_values"].to(self.device))
+            text_features = model.get_text_features(input_ids=inputs["input_ids"].to(self.device),
+                                                    attention_mask=inputs["attention_mask"].to(self.device))
+        image_features = torch.nn.functional.normalize(_tensor(image_features), dim=-1)
+        text_features = torch.nn.functional.normalize(_tensor(text_features), dim=-1)
+        return (image_features * text_features).sum(dim=-1).float().cpu().numpy()
+
+
+def _tensor(features: Any) -> Any:
+    """transformers 5 may return a model output instead of a tensor from get_*_features."""
+    return features if hasattr(features, "dim") else features.pooler_output
+
+
+class ManualReview:
+    """Approvals come from a person, through the review page; see mvgen/review_server.py."""
+
+    method = "manual"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8765) -> None:
+        self.host, self.port = host, port

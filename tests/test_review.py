@@ -1,0 +1,247 @@
+"""Review: CLIP scoring on a tiny CLIP, diffusers frames on a tiny SDXL, and the manual review page driven
+in a real headless Chromium (approve by clicking, review.json updated, rerun continues)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mvgen.errors import MvgenError
+from mvgen.review_server import make_server, render_page
+from mvgen.stages.frames import DiffusersFrames
+from mvgen.stages.prompts import PromptBuilder
+from mvgen.stages.review import AutoReview
+from mvgen.util import read_json
+
+from .conftest import FAST, run_dir_of, run_mvgen
+from .tiny_models import build_tiny_clip, build_tiny_sdxl
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+SONG = {"title": "t", "style": "pop", "visual": {"characters": ["a singer in a red coat"], "locations": ["a pier"],
+                                                 "palette": ["#112233", "#ddeeff"], "era": "1980s", "camera": "35mm"}}
+SEGMENT = {"index": 3, "name": "seg_003", "kind": "lyric", "text": "hold the light", "section": "chorus",
+           "section_index": 1, "mood": "euphoric", "start": 10.0, "end": 14.8}
+
+
+def _prompts(n: int = 3) -> list[dict]:
+    builder = PromptBuilder(lyric="{character}, {shot}, singing '{lyric}'", instrumental="{location}",
+                            lyric_shots=["close-up", "medium shot"], seed=5)
+    return builder.build(SONG, SEGMENT, n)
+
+
+def test_diffusers_frames_from_a_saved_tiny_sdxl(tiny_sdxl: Path, tmp_path: Path) -> None:
+    """The same loading path as real weights: class name + id_or_path, safetensors, batches, per-candidate seeds."""
+    frames = DiffusersFrames(pipeline="StableDiffusionXLPipeline", id_or_path=str(tiny_sdxl), dtype="float32",
+                             device="cpu", steps=2, guidance=5.0, width=96, height=64, candidates=3, batch_size=2,
+                             scheduler="dpmpp")
+    prompts = _prompts(3)
+    frames.generate(SONG, SEGMENT, prompts, tmp_path)
+    images = [Image.open(tmp_path / f"cand_{k}.png") for k in range(3)]
+    assert all(image.size == (96, 64) for image in images)
+    assert len({image.tobytes() for image in images}) == 3  # different seeds, different frames
+    # any single frame can be regenerated alone: candidate 2 by itself gives the same pixels
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    frames.generate(SONG, SEGMENT, prompts[2:], alone)
+    assert np.abs(np.asarray(Image.open(alone / "cand_2.png"), np.int16)
+                  - np.asarray(images[2], np.int16)).max() <= 2
+
+
+def test_diffusers_frames_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(MvgenError, match="frames.scheduler"):
+        DiffusersFrames(pipeline="StableDiffusionXLPipeline", id_or_path="x/y", scheduler="magic")
+    frames = DiffusersFrames(pipeline="NoSuchPipeline", id_or_path=str(tmp_path), device="cpu")
+    with pytest.raises(MvgenError, match="not a diffusers pipeline class"):
+        frames.generate(SONG, SEGMENT, _prompts(1), tmp_path)
+
+
+def test_clip_review_scores_and_states_the_score(tiny_clip: Path, tmp_path: Path) -> None:
+    paths = []
+    for k in range(3):
+        pixels = (np.random.default_rng(k).random((64, 96, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"c{k}.png")
+        paths.append(tmp_path / f"c{k}.png")
+    Image.new("RGB", (96, 64), (40, 40, 40)).save(tmp_path / "blank.png")
+    candidates = [{"candidate": k, "seed": 10 + k, "path": p, "prompt": "a singer"} for k, p in enumerate(paths)]
+    candidates.append({"candidate": 3, "seed": 1, "path": tmp_path / "blank.png", "prompt": "a singer"})
+    verdict = AutoReview(clip_model=str(tiny_clip), device="cpu").review(candidates)
+    rows = {r["candidate"]: r for r in verdict["candidates"]}
+    assert all(-1.0 <= rows[k]["clip"] <= 1.0 for k in range(4))
+    assert rows[3]["blank"] and verdict["approved"] != 3  # a blank frame is never approved
+    best = max((r for r in rows.values() if not r["blank"]), key=lambda r: r["score"])
+    assert verdict["approved"] == best["candidate"]
+
+
+def test_page_escapes_lyrics_and_prompts() -> None:
+    review = {"segments": {"seg_000": {
+        "start": 0, "end": 4, "section": "verse", "kind": "lyric", "text": "<script>alert(1)</script> & more",
+        "approved": None, "files": [{"candidate": 0, "seed": 1, "hash": "h", "image": "frames/seg_000/cand_0.png",
+                                     "prompt": '"><img src=x onerror=alert(2)>'}]}}}
+    page = render_page(review, "<b>run</b>")
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+    assert "<img src=x" not in page and "<b>run</b>" not in page
+
+
+# --------------------------------------------------------------------------------- the review page
+@pytest.fixture(scope="module")
+def awaiting_run(song_conf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A real run with review=manual: it stops after the frames, with review.json waiting for approvals."""
+    workdir = tmp_path_factory.mktemp("manual")
+    proc = run_mvgen(["--config-dir", str(song_conf), *FAST, "review=manual"], workdir)
+    assert "frames are ready for review" in proc.stdout
+    run_dir = Path(proc.stdout.split("mvgen review ")[1].split()[0])
+    return workdir, run_dir
+
+
+@pytest.fixture()
+def server(awaiting_run: tuple[Path, Path]) -> Iterator[str]:
+    _, run_dir = awaiting_run
+    httpd = make_server(run_dir, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_manual_review_stops_the_run_after_frames(awaiting_run: tuple[Path, Path]) -> None:
+    _, run_dir = awaiting_run
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "awaiting_review" and manifest["awaiting_review"]
+    assert not (run_dir / "master.mp4").exists() and (run_dir / "contact_sheet.png").is_file()
+    review = read_json(run_dir / "review.json")
+    assert all(r["approved"] is None for r in review["segments"].values())
+
+
+def test_server_binds_loopback_and_refuses_paths_outside_the_run(server: str, awaiting_run: tuple[Path, Path]) -> None:
+    _, run_dir = awaiting_run
+    assert server.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(f"{server}/files/frames/seg_000/cand_0.png") as response:
+        assert response.headers["Content-Type"] == "image/png"
+    secret = run_dir.parent / "secret.png"
+    shutil.copy(run_dir / "frames" / "seg_000" / "cand_0.png", secret)
+    for path in ("/files/../secret.png", "/files/%2e%2e/secret.png", "/files/..%2fsecret.png",
+                 "/files//etc/passwd", "/files/manifest.json", "/files/frames/../../secret.png"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(server + path)
+        assert info.value.code == 404, path
+    request = urllib.request.Request(f"{server}/api/approve", data=json.dumps({"segment": "seg_000", "candidate": 9})
+                                     .encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request)
+    assert info.value.code == 400 and "no candidate 9" in json.loads(info.value.read())["error"]
+
+
+def _chromium() -> object:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@pytest.mark.browser
+def test_approve_by_clicking_in_chromium_then_rerun_renders(server: str, awaiting_run: tuple[Path, Path],
+                                                           song_conf: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    workdir, run_dir = awaiting_run
+    segments = list(read_json(run_dir / "review.json")["segments"])
+    browser = _chromium()
+
+    def click(selector: str) -> None:
+        button = browser.find_element(By.CSS_SELECTOR, selector)
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+        button.click()
+
+    try:
+        browser.get(server + "/")
+        assert browser.title.startswith("mvgen review")
+        wait = WebDriverWait(browser, 10)
+        for index, name in enumerate(segments):
+            candidate = index % 2
+            click(f'button.approve[data-segment="{name}"][data-candidate="{candidate}"]')
+            wait.until(expected_conditions.text_to_be_present_in_element(
+                (By.CSS_SELECTOR, f'section[data-segment="{name}"] .status'), f"approved: candidate {candidate}"))
+        assert browser.find_element(By.ID, "summary").text.startswith(f"{len(segments)} of {len(segments)}")
+        # a reviewer changes their mind on the first segment: the last click wins
+        click(f'button.approve[data-segment="{segments[0]}"][data-candidate="1"]')
+        wait.until(expected_conditions.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, f'section[data-segment="{segments[0]}"] .status'), "approved: candidate 1"))
+    finally:
+        browser.quit()
+
+    review = read_json(run_dir / "review.json")  # saved as clicked, before any rerun
+    expected = {name: (1 if i == 0 else i % 2) for i, name in enumerate(segments)}
+    assert {name: r["approved"] for name, r in review["segments"].items()} == expected
+
+    proc = run_mvgen(["rerun", str(run_dir)], workdir)
+    rerun = run_dir_of(proc)
+    final = read_json(rerun / "review.json")
+    assert {name: r["approved"] for name, r in final["segments"].items()} == expected
+    assert read_json(rerun / "manifest.json")["status"] == "ok" and (rerun / "master.mp4").is_file()
+    assert read_json(rerun / "manifest.json")["stages"]["frames"]["misses"] == 0  # frames reused
+
+
+def test_new_seeds_request_regenerates_only_that_segment(awaiting_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from mvgen.review_server import ReviewStore
+
+    workdir, run_dir = awaiting_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    store = ReviewStore(copy)
+    names = list(store.read()["segments"])
+    for name in names:
+        store.approve(name, 0)
+    store.regenerate(names[1])
+    proc = run_mvgen(["rerun", str(copy)], workdir)
+    assert "frames are ready for review (1 segments to approve)" in proc.stdout
+    again = Path(proc.stdout.split("mvgen review ")[1].split()[0])
+    manifest = read_json(again / "manifest.json")
+    assert manifest["awaiting_review"] == [names[1]] and manifest["stages"]["frames"]["misses"] == 1
+
+
+def test_a_frame_preset_through_the_cli_with_reference_and_clip(tiny_sdxl: Path, tiny_clip: Path, song_conf: Path,
+                                                               tmp_path: Path) -> None:
+    """frames=sdxl and review=clip loaded through id_or_path, end to end; the reference is made once."""
+    args = ["--config-dir", str(song_conf), *FAST, "frames=sdxl", f"frames.id_or_path={tiny_sdxl}",
+            "frames.dtype=float32", "frames.steps=2", "frames.width=96", "frames.height=64",
+            "frames.candidates=2", "frames.reference=generate", "review=clip", f"review.clip_model={tiny_clip}"]
+    run = run_dir_of(run_mvgen(args, tmp_path))
+    assert Image.open(run / "frames" / "reference.png").size == (96, 64)
+    review = read_json(run / "review.json")
+    for name, record in review["segments"].items():
+        assert all("clip" in row for row in record["candidates"])
+        assert Image.open(run / record["image"]).size == (96, 64)
+    manifest = read_json(run / "manifest.json")
+    assert manifest["stages"]["frames"]["misses"] == len(review["segments"]) + 1  # segments + one reference
+    assert manifest["master"]["video"]["width"] == 320  # the renderer scales the approved frame
