@@ -55,6 +55,19 @@ class ReviewPending(Exception):
         self.pending = pending
 
 
+def _generation_audio(samples: Any, rate: int, segment: dict[str, Any], fps: int) -> Any:
+    """The song from the segment's start, long enough for every frame the renderer generates (zero-padded past
+    the song's end); renderers keep only the covered part for the clip itself."""
+    import numpy as np
+
+    a = int(round(segment["start"] * rate))
+    b = a + int(round(segment["generate_frames"] / fps * rate))
+    chunk = samples[a:b]
+    if len(chunk) < b - a:
+        chunk = np.concatenate([chunk, np.zeros((b - a - len(chunk), samples.shape[1]), samples.dtype)])
+    return chunk
+
+
 @dataclass
 class StageStats:
     seconds: float = 0.0
@@ -337,9 +350,8 @@ class Pipeline:
                 image = review["approved"][segment["name"]]
 
                 def build(tmp: Path, segment: dict[str, Any] = segment, image: dict[str, Any] = image) -> dict:
-                    a = round(segment["start"] * rate)
-                    b = round(segment["end"] * rate)
-                    return backend.render(segment, image["path"], samples[a:b], tmp / "clip.mp4")
+                    return backend.render(segment, image["path"], _generation_audio(samples, rate, segment, plan["data"]["fps"]),
+                                          tmp / "clip.mp4", prompt=image["prompt"])
 
                 key = self._key("render", self.configs["render"], {"image": image["hash"], "segment": segment,
                                                                    "song.wav": song["hash"],

@@ -240,6 +240,36 @@ class AnimaticRenderConfig:
 
 
 @dataclass
+class LtxRenderConfig:
+    _target_: str = "mvgen.stages.render.LtxRenderer"
+    id_or_path: str = "diffusers/LTX-2.3-Distilled-Diffusers"  # hub id or local LTX2DFRPipeline folder
+    revision: Optional[str] = None
+    dtype: str = "bfloat16"
+    device: str = "${runtime.device}"
+    offload: bool = False  # model CPU offload (24-32 GB cards)
+    vae_tiling: bool = False
+    fps: int = 25
+    width: int = 1920
+    height: int = 1088
+    frame_step: int = 8  # num_frames = 8k + 1
+    max_frames: int = 257  # about 10 s at 25 fps; LTX handles up to about 20 s
+    two_stage: bool = False  # half resolution, x2 latent upsampler, refine with the audio still frozen
+    upsampler_id_or_path: Optional[str] = None
+    upsampler_subfolder: Optional[str] = None
+    sigmas: Optional[List[float]] = None  # default: the distilled schedule
+    stage2_sigmas: Optional[List[float]] = None
+    image_crf: Optional[int] = None  # H.264 CRF of the conditioning frame; default: what the checkpoint was trained with (33)
+    seed: int = "${seed}"  # type: ignore[assignment]
+    motion: str = "natural motion, the performer sings in time with the music, subtle camera movement"
+    clip_candidates: int = 1  # K clips per segment, one kept by clip_selection
+    clip_selection: str = "most_motion"  # most_motion | least_motion | first
+    audio_noise: float = 0.0  # light noise on the conditioning audio only (helps lip motion on clean vocals)
+    max_sequence_length: int = 1024
+    preset: str = "veryfast"
+    crf: int = 18
+
+
+@dataclass
 class AssembleConfig:
     _target_: str = "mvgen.stages.assemble.Assembler"
     audio_bitrate: int = 192000
@@ -288,7 +318,7 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
     "prompts": {"base_prompts": PromptsConfig},
     "frames": {"base_storyboard": StoryboardFramesConfig, "base_diffusers": DiffusersFramesConfig},
     "review": {"base_auto": AutoReviewConfig, "base_manual": ManualReviewConfig},
-    "render": {"base_animatic": AnimaticRenderConfig},
+    "render": {"base_animatic": AnimaticRenderConfig, "base_ltx": LtxRenderConfig},
     "assemble": {"base_assemble": AssembleConfig},
 }
 
