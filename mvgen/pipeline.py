@@ -151,7 +151,7 @@ class Pipeline:
                 self.manifest_extra["awaiting_review"] = pending.pending
             else:
                 clips = self._render(plan, approved, song); overall.update()
-                self._assemble(plan, clips, song); overall.update()
+                self._assemble(plan, clips, song, annotation); overall.update()
                 self._reports(song, annotation, plan, candidates, approved["data"]); overall.update()
         except BaseException as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -360,18 +360,20 @@ class Pipeline:
                 clips.append(self._place(entry, "clip.mp4", f"clips/{segment['name']}.mp4"))
             return clips
 
-    def _assemble(self, plan: dict[str, Any], clips: list[Path], song: dict[str, Any]) -> dict[str, Any]:
+    def _assemble(self, plan: dict[str, Any], clips: list[Path], song: dict[str, Any],
+                  annotation: dict[str, Any]) -> dict[str, Any]:
         with self._stage("assemble") as stats:
             backend = self.stages.assemble
             render_cfg = self.configs["render"]
             size = (render_cfg["width"], render_cfg["height"])
             clip_hashes = [self.outputs[f"clips/{s['name']}.mp4"] for s in plan["data"]["segments"]]
             key = self._key("assemble", {**self.configs["assemble"], "size": size},
-                            {"clips": clip_hashes, "song.wav": song["hash"], "plan": plan["hash"]})
-            entry = stats.count(self.store.get_or_build(
-                "assemble", key, lambda tmp: backend.assemble(clips, song["wav"], plan["data"], *size, tmp)))
-            self._place(entry, "master.mp4", "master.mp4")
-            self._place(entry, "thumb.jpg", "thumb.jpg")
+                            {"clips": clip_hashes, "song.wav": song["hash"], "plan": plan["hash"],
+                             "annotation": annotation["hash"]})
+            entry = stats.count(self.store.get_or_build("assemble", key, lambda tmp: backend.assemble(
+                clips, song["wav"], plan["data"], *size, tmp, annotation=annotation["data"])))
+            for name in entry.files:
+                self._place(entry, name, name)
             self.manifest_extra["master"] = entry.info
             return entry.info
 

@@ -276,6 +276,8 @@ class AssembleConfig:
     stream_copy: bool = True  # concatenate clip packets when their encodings match; re-encode otherwise
     preset: str = "veryfast"  # used only when re-encoding
     crf: int = 18
+    subtitles: bool = True  # the lyrics as a soft subtitle track (mov_text) in master.mp4
+    burn_lyrics: bool = False  # also write master_lyrics.mp4 with the lyric line captioned on the picture
 
 
 # ----------------------------------------------------------------------------------------- runtime

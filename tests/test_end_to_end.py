@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from mvgen.media.video import probe, read_frames
+from mvgen.media.video import probe, read_frames, read_subtitles
 from mvgen.util import read_json, sha256_file
 
 from .conftest import FAST, run_dir_of, run_mvgen
@@ -77,6 +77,18 @@ def test_run_directory_is_complete_and_frame_exact(first_run: Path, workdir: Pat
     assert abs(video["decoded_frames"] / fps - song.frames / song.samplerate) <= 1 / fps  # within one frame
     assert (audio["codec"], audio["sample_rate"], audio["channels"]) == ("aac", 48000, 2)
     assert abs(audio["duration"] - song.frames / song.samplerate) < 0.05
+
+    # every segment boundary lands on the frame the plan says: the master's frame at each segment's start
+    # frame is that clip's first frame (stream copy: identical pixels)
+    master_frames = read_frames(first_run / "master.mp4")
+    for segment in plan["segments"]:
+        first = read_frames(first_run / "clips" / f"{segment['name']}.mp4")[0]
+        assert np.array_equal(master_frames[segment["start_frame"]], first), segment["name"]
+    # the lyrics ride along as a soft subtitle track
+    lyric = [p for p in read_json(first_run / "annotation.json")["phrases"] if p["kind"] == "lyric"]
+    cues = read_subtitles(first_run / "master.mp4")
+    assert [c[2] for c in cues] == [p["text"] for p in lyric]
+    assert [round(c[0], 2) for c in cues] == pytest.approx([p["start"] for p in lyric], abs=0.002)
 
     manifest = read_json(first_run / "manifest.json")
     assert manifest["status"] == "ok" and len(manifest["config_hash"]) == 64

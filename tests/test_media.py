@@ -82,3 +82,26 @@ def test_stream_copy_concat_keeps_every_frame_in_order(tmp_path: Path) -> None:
     assert abs(int(frames[9].mean()) - 100) <= 3 and abs(int(frames[26].mean()) - 200) <= 3
     with av.open(str(tmp_path / "m.mp4")) as c:
         assert [s.type for s in c.streams] == ["video", "audio"]
+
+
+def test_assembler_normalizes_mismatched_clips_and_burns_lyrics(tmp_path: Path) -> None:
+    """Clips of different sizes are re-encoded to the master size; the burned-in copy has every frame."""
+    from mvgen.media.audio import write_wav
+    from mvgen.stages.assemble import Assembler
+
+    write_clip(tmp_path / "a.mp4", _frames(9, 64, 32), 25, 64, 32)
+    write_clip(tmp_path / "b.mp4", _frames(16, 96, 64, shade=120), 25, 96, 64)
+    write_wav(tmp_path / "song.wav", _tone(1.0, 48000, 2), 48000)
+    plan = {"fps": 25, "total_frames": 25, "duration": 1.0}
+    annotation = {"phrases": [{"kind": "lyric", "line": 0, "text": "hello there", "start": 0.1, "end": 0.8,
+                               "words": [{"word": "hello", "start": 0.1, "end": 0.4},
+                                         {"word": "there", "start": 0.45, "end": 0.8}]}]}
+    info = Assembler(burn_lyrics=True).assemble([tmp_path / "a.mp4", tmp_path / "b.mp4"], tmp_path / "song.wav",
+                                                plan, 64, 32, tmp_path, annotation=annotation)
+    assert info["stream_copy"] is False and info["frames"] == 25
+    master = probe(tmp_path / "master.mp4", decode=True)
+    assert (master["video"]["width"], master["video"]["height"], master["video"]["decoded_frames"]) == (64, 32, 25)
+    burned = probe(tmp_path / "master_lyrics.mp4", decode=True)
+    assert burned["video"]["decoded_frames"] == 25 and burned["audio"]["codec"] == "aac"
+    plain, captioned = read_frames(tmp_path / "master.mp4")[10], read_frames(tmp_path / "master_lyrics.mp4")[10]
+    assert np.abs(plain.astype(int) - captioned.astype(int)).max() > 50  # the caption is on the picture

@@ -25,7 +25,7 @@ def h264_options(preset: str, crf: int) -> dict[str, str]:
 
 def write_clip(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: int, width: int, height: int,
                preset: str = "veryfast", crf: int = 20, audio: np.ndarray | None = None,
-               audio_bitrate: int = 192000) -> int:
+               audio_bitrate: int = 192000, subtitles: list[Subtitle] | None = None) -> int:
     """Encode RGB uint8 frames (and optional float32 stereo audio at 48 kHz) to an MP4. Returns frame count."""
     count = 0
     with av.open(str(path), "w", format="mp4") as container:
@@ -34,6 +34,7 @@ def write_clip(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: 
         video.options = h264_options(preset, crf)
         video.codec_context.time_base = fractions.Fraction(1, fps)
         audio_stream = add_aac_stream(container, audio_bitrate) if audio is not None else None
+        text_stream = add_subtitle_stream(container) if subtitles else None
         for array in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
             frame.pts = count
@@ -43,6 +44,8 @@ def write_clip(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: 
         container.mux(video.encode())
         if audio_stream is not None and audio is not None:
             encode_audio(container, audio_stream, audio)
+        if text_stream is not None and subtitles:
+            mux_subtitles(container, text_stream, subtitles)
     return count
 
 
@@ -109,9 +112,57 @@ def frame_at(path: str | os.PathLike[str], seconds: float) -> np.ndarray:
         return last.to_ndarray(format="rgb24")
 
 
+# The minimal ASS header FFmpeg's mov_text encoder needs before it will open.
+_ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+               b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, "
+               b"Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, "
+               b"MarginL, MarginR, MarginV, Encoding\nStyle: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,"
+               b"0,0,1,1,0,2,10,10,10,0\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
+               b"Effect, Text\n")
+
+Subtitle = tuple[float, float, str]  # start seconds, end seconds, text
+
+
+def add_subtitle_stream(container: Any, language: str = "eng") -> Any:
+    """A mov_text (MP4 soft subtitle) stream; cues are muxed with ``mux_subtitles``."""
+    stream = container.add_stream("mov_text")
+    stream.codec_context.subtitle_header = _ASS_HEADER
+    stream.time_base = fractions.Fraction(1, 1000)
+    stream.metadata["language"] = language
+    return stream
+
+
+def mux_subtitles(container: Any, stream: Any, cues: list[Subtitle]) -> None:
+    """mov_text samples are a 16-bit big-endian length followed by UTF-8 text."""
+    for start, end, text in cues:
+        data = text.encode("utf-8")[:65535]
+        packet = av.Packet(len(data).to_bytes(2, "big") + data)
+        packet.stream = stream
+        packet.time_base = fractions.Fraction(1, 1000)
+        packet.pts = packet.dts = int(round(start * 1000))
+        packet.duration = max(1, int(round((end - start) * 1000)))
+        container.mux(packet)
+
+
+def read_subtitles(path: str | os.PathLike[str]) -> list[Subtitle]:
+    with av.open(str(path)) as container:
+        if not container.streams.subtitles:
+            return []
+        stream = container.streams.subtitles[0]
+        cues = []
+        for packet in container.demux(stream):
+            payload = bytes(packet)
+            if packet.pts is None or len(payload) <= 2:
+                continue
+            start = float(packet.pts * stream.time_base)
+            cues.append((start, start + float((packet.duration or 0) * stream.time_base), payload[2:].decode("utf-8")))
+        return cues
+
+
 def concat_with_audio(clips: list[Path], out_path: str | os.PathLike[str], audio: np.ndarray, fps: int,
-                      audio_bitrate: int = 192000) -> int:
-    """Copy the clips' video packets into one stream (no re-encode) and mux ``audio`` as AAC.
+                      audio_bitrate: int = 192000, subtitles: list[Subtitle] | None = None) -> int:
+    """Copy the clips' video packets into one stream (no re-encode), mux ``audio`` as AAC and, when given,
+    the lyric ``subtitles`` as a soft text track.
 
     Every clip must share codec parameters (same writer settings). Returns the number of video packets.
     """
@@ -125,6 +176,7 @@ def concat_with_audio(clips: list[Path], out_path: str | os.PathLike[str], audio
                 if video is None:
                     video = container.add_stream_from_template(stream)
                     audio_stream = add_aac_stream(container, audio_bitrate)
+                    text_stream = add_subtitle_stream(container) if subtitles else None
                 ticks_per_frame = int(round(1 / (fps * stream.time_base)))
                 clip_frames = 0
                 for packet in source.demux(stream):
@@ -140,11 +192,14 @@ def concat_with_audio(clips: list[Path], out_path: str | os.PathLike[str], audio
         if video is None:
             raise ValueError("no clips to concatenate")
         encode_audio(container, audio_stream, audio)
+        if text_stream is not None and subtitles:
+            mux_subtitles(container, text_stream, subtitles)
     return packets
 
 
 def reencode_concat(clips: list[Path], out_path: str | os.PathLike[str], audio: np.ndarray, fps: int,
-                    width: int, height: int, preset: str, crf: int, audio_bitrate: int = 192000) -> int:
+                    width: int, height: int, preset: str, crf: int, audio_bitrate: int = 192000,
+                    subtitles: list[Subtitle] | None = None) -> int:
     """Decode every clip, scale to width x height, encode one stream, mux ``audio``. Returns frames."""
 
     def frames() -> Iterable[np.ndarray]:
@@ -153,4 +208,5 @@ def reencode_concat(clips: list[Path], out_path: str | os.PathLike[str], audio: 
                 for frame in source.decode(video=0):
                     yield frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
 
-    return write_clip(out_path, frames(), fps, width, height, preset, crf, audio=audio, audio_bitrate=audio_bitrate)
+    return write_clip(out_path, frames(), fps, width, height, preset, crf, audio=audio, audio_bitrate=audio_bitrate,
+                      subtitles=subtitles)

@@ -1,8 +1,10 @@
 """Stage 5b, assemble: clips + the original song -> ``master.mp4`` (H.264 High yuv420p + AAC).
 
 The clips' video is concatenated by packet copy when every clip was written with the same encoding
-(the usual case), otherwise decoded, scaled and re-encoded. The song's own audio is laid over the
-whole video, never any renderer's audio. The master is checked before it is accepted: its frame
+(the usual case), otherwise decoded, scaled and re-encoded (normalizing size, fps, pixel format and
+colour range). The song's own audio is laid over the whole video, never any renderer's audio. The
+lyrics go in as a soft subtitle track (``subtitles``, mov_text), and optionally burned in as a second
+file, ``master_lyrics.mp4`` (``burn_lyrics``). The master is checked before it is accepted: its frame
 count equals the plan's total and its duration equals the song's to within one frame.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 from mvgen.media.audio import read_wav
 from mvgen.media.video import AUDIO_RATE, concat_with_audio, frame_at, probe, reencode_concat
 
-MASTER_MP4, THUMB_JPG = "master.mp4", "thumb.jpg"
+MASTER_MP4, THUMB_JPG, MASTER_LYRICS_MP4 = "master.mp4", "thumb.jpg", "master_lyrics.mp4"
 
 
 def _signature(path: Path) -> tuple[Any, ...]:
@@ -30,25 +32,28 @@ def _signature(path: Path) -> tuple[Any, ...]:
 
 class Assembler:
     def __init__(self, audio_bitrate: int = 192000, stream_copy: bool = True, preset: str = "veryfast",
-                 crf: int = 18) -> None:
+                 crf: int = 18, subtitles: bool = True, burn_lyrics: bool = False) -> None:
         self.audio_bitrate = audio_bitrate
         self.stream_copy = stream_copy
         self.preset, self.crf = preset, crf
+        self.subtitles, self.burn_lyrics = subtitles, burn_lyrics
 
     def assemble(self, clips: list[Path], song_wav: Path, plan: dict[str, Any], width: int, height: int,
-                 out_dir: Path) -> dict[str, Any]:
+                 out_dir: Path, annotation: dict[str, Any] | None = None) -> dict[str, Any]:
         samples, rate = read_wav(song_wav)
         if rate != AUDIO_RATE:
             raise ValueError(f"song.wav must be {AUDIO_RATE} Hz, got {rate}")
         audio = samples if samples.shape[1] == 2 else np.repeat(samples[:, :1], 2, axis=1)
         fps = plan["fps"]
         master = out_dir / MASTER_MP4
+        lyric = [p for p in (annotation or {}).get("phrases", []) if p["kind"] == "lyric" and p["end"] > p["start"]]
+        cues = [(p["start"], p["end"], p["text"]) for p in lyric] if self.subtitles else None
         copyable = self.stream_copy and len({_signature(c) for c in clips}) == 1
         if copyable:
-            frames = concat_with_audio(clips, master, audio, fps, self.audio_bitrate)
+            frames = concat_with_audio(clips, master, audio, fps, self.audio_bitrate, subtitles=cues)
         else:
             frames = reencode_concat(clips, master, audio, fps, width, height, self.preset, self.crf,
-                                     self.audio_bitrate)
+                                     self.audio_bitrate, subtitles=cues)
         if frames != plan["total_frames"]:
             raise RuntimeError(f"master has {frames} frames, the plan {plan['total_frames']}")
         info = probe(master)
@@ -61,5 +66,30 @@ class Assembler:
         thumb = Image.fromarray(middle)
         thumb.thumbnail((320, 320))
         thumb.save(out_dir / THUMB_JPG, quality=85)
+        if self.burn_lyrics and lyric:
+            self._burn(master, out_dir / MASTER_LYRICS_MP4, audio, fps, lyric)
         return {"frames": frames, "fps": fps, "duration": video_seconds, "stream_copy": copyable,
+                "subtitles": len(cues or []), "burned_lyrics": bool(self.burn_lyrics and lyric),
                 "video": info.get("video"), "audio": info.get("audio")}
+
+    def _burn(self, master: Path, out_path: Path, audio: np.ndarray, fps: int, lyric: list[dict[str, Any]]) -> None:
+        """A copy of the master with the current lyric line captioned on the picture (words lit as sung)."""
+        from PIL import Image
+
+        from mvgen.media.video import write_clip
+        from mvgen.stages.render import _CaptionPainter
+
+        words = [{**w, "line": p["line"]} for p in lyric for w in p["words"]]
+        with av.open(str(master)) as container:
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            painter = _CaptionPainter({"words": words}, width, height)
+
+            def frames() -> Any:
+                for index, frame in enumerate(container.decode(stream)):
+                    image = frame.to_image()
+                    painter.paint(image, index / fps)
+                    yield np.asarray(image)
+
+            write_clip(out_path, frames(), fps, width, height, self.preset, self.crf, audio=audio,
+                       audio_bitrate=self.audio_bitrate)
