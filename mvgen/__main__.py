@@ -1,3 +1,4 @@
 from mvgen.app import main
 
-main()
+if __name__ == "__main__":  # guarded: spawn-started worker processes import this module again
+    main()

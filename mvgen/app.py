@@ -54,8 +54,14 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
     configs["seed"] = cfg.seed
     song = OmegaConf.to_container(cfg.song, resolve=True)
     assert isinstance(song, dict)
+    if cfg.runtime.devices < 1:
+        raise MvgenError(f"runtime.devices={cfg.runtime.devices}; use 1 or more")
+    accelerator = cfg.runtime.accelerator
+    if accelerator == "auto":
+        accelerator = "cuda" if str(cfg.runtime.device).startswith("cuda") else "cpu"
     return Pipeline(song=song, stages=Stages(**built), configs=configs, store=ArtifactStore(cfg.store.root),
-                    run_dir=run_dir, progress=cfg.runtime.progress)
+                    run_dir=run_dir, progress=cfg.runtime.progress, devices=cfg.runtime.devices,
+                    accelerator=accelerator)
 
 
 def _task(cfg: DictConfig) -> None:
@@ -204,7 +210,7 @@ Examples:
 def help_text() -> str:
     """The --help page, built from conf/ without composing a config (Hydra's group listing takes seconds)."""
     lines = []
-    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
         options = sorted(f.stem for f in group.glob("*.yaml"))
         lines.append(f"  {group.name + ':':10s} {', '.join(options)}")
     return HELP.format(conf=CONF_DIR, groups="\n".join(lines))

@@ -18,6 +18,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,6 +54,25 @@ class ReviewPending(Exception):
         super().__init__(f"{len(pending)} segment(s) await review: {', '.join(pending[:6])}"
                          + (" ..." if len(pending) > 6 else ""))
         self.pending = pending
+
+
+def _build_frames(frames: Any, song: dict[str, Any], segment: dict[str, Any], prompts: list[dict[str, Any]],
+                  reference: Path | None, tmp: Path) -> dict[str, Any]:
+    """One segment's candidate frames (a top-level function: picklable for fan-out workers)."""
+    if reference is not None:
+        frames.generate(song, segment, prompts, tmp, reference=reference)
+    else:
+        frames.generate(song, segment, prompts, tmp)
+    write_json(tmp / "prompts.json", {"segment": segment["name"], "candidates": prompts})
+    return {"candidates": len(prompts)}
+
+
+def _build_clip(render: Any, segment: dict[str, Any], image: Path, prompt: str, song_wav: Path, fps: int,
+                tmp: Path) -> dict[str, Any]:
+    """One segment's clip (a top-level function: picklable for fan-out workers)."""
+    samples, rate = read_wav(song_wav)
+    return render.render(segment, image, _generation_audio(samples, rate, segment, fps), tmp / "clip.mp4",
+                         prompt=prompt)
 
 
 def _generation_audio(samples: Any, rate: int, segment: dict[str, Any], fps: int) -> Any:
@@ -104,6 +124,8 @@ class Pipeline:
     progress: bool = True
     manifest_extra: dict[str, Any] = field(default_factory=dict)
     previous_review: dict[str, Any] | None = None  # review.json of the run being continued (manual review)
+    devices: int = 1  # processes for frames and render (Lightning Fabric, spawn)
+    accelerator: str = "cpu"
     stats: dict[str, StageStats] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # run-dir relative path -> sha256
 
@@ -212,25 +234,22 @@ class Pipeline:
             frames, prompter = self.stages.frames, self.stages.prompts
             palette = (self.song.get("visual") or {}).get("palette")
             reference = self._reference(stats)
-            out: dict[str, list[dict[str, Any]]] = {}
-            for segment in self._bar(plan["data"]["segments"], "frames"):
+            jobs = []
+            for segment in plan["data"]["segments"]:
                 reseed = int(self._previous(segment["name"]).get("reseed", 0))
                 prompts = prompter.build(self.song, segment, frames.candidates, reseed=reseed)
                 shot = {k: segment[k] for k in ("index", "name", "kind", "section", "section_index", "text",
                                                 "start", "end")}
-
-                def build(tmp: Path, segment: dict[str, Any] = segment, prompts: list[dict[str, Any]] = prompts) -> dict:
-                    if reference is not None:
-                        frames.generate(self.song, segment, prompts, tmp, reference=reference["path"])
-                    else:
-                        frames.generate(self.song, segment, prompts, tmp)
-                    write_json(tmp / "prompts.json", {"segment": segment["name"], "candidates": prompts})
-                    return {"candidates": len(prompts)}
-
                 key = self._key("frames", self.configs["frames"], {
                     "prompts": prompts, "segment": shot, "palette": palette,
                     "reference": reference["hash"] if reference else None})
-                entry = stats.count(self.store.get_or_build("frames", key, build))
+                build = partial(_build_frames, frames, self.song, segment, prompts,
+                                reference["path"] if reference else None)
+                jobs.append((segment, prompts, key, build))
+            fanned = self._fan_out("frames", [(key, build) for _, _, key, build in jobs])
+            out: dict[str, list[dict[str, Any]]] = {}
+            for segment, prompts, key, build in self._bar(jobs, "frames"):
+                entry = self._count(stats, self.store.get_or_build("frames", key, build), key in fanned)
                 records = []
                 for spec in prompts:
                     name = f"cand_{spec['candidate']}.png"
@@ -239,6 +258,23 @@ class Pipeline:
                 self._place(entry, "prompts.json", f"frames/{segment['name']}/prompts.json")
                 out[segment["name"]] = records
             return out
+
+    def _fan_out(self, stage: str, jobs: list[tuple[str, Any]]) -> set[str]:
+        """With runtime.devices > 1, build the pending entries across processes first; returns their keys."""
+        if self.devices <= 1:
+            return set()
+        from mvgen.fanout import fan_out
+
+        pending = [(stage, key, build) for key, build in jobs if self.store.get(stage, key) is None]
+        log.info("%s: %d pending segments across %d %s processes", stage, len(pending), self.devices, self.accelerator)
+        fan_out(self.store, pending, self.devices, self.accelerator)
+        return {key for _, key, _ in pending}
+
+    @staticmethod
+    def _count(stats: StageStats, entry: Entry, built_by_fan_out: bool) -> Entry:
+        if built_by_fan_out:  # built moments ago by a worker process: computed by this run, not a cache hit
+            entry.hit = False
+        return stats.count(entry)
 
     def _reference(self, stats: StageStats) -> dict[str, Any] | None:
         """The identity reference image (given, or generated once from the visual bible), or None."""
@@ -344,19 +380,19 @@ class Pipeline:
     def _render(self, plan: dict[str, Any], review: dict[str, Any], song: dict[str, Any]) -> list[Path]:
         with self._stage("render") as stats:
             backend = self.stages.render
-            samples, rate = read_wav(song["wav"])
-            clips = []
-            for segment in self._bar(plan["data"]["segments"], "render"):
+            jobs = []
+            for segment in plan["data"]["segments"]:
                 image = review["approved"][segment["name"]]
-
-                def build(tmp: Path, segment: dict[str, Any] = segment, image: dict[str, Any] = image) -> dict:
-                    return backend.render(segment, image["path"], _generation_audio(samples, rate, segment, plan["data"]["fps"]),
-                                          tmp / "clip.mp4", prompt=image["prompt"])
-
                 key = self._key("render", self.configs["render"], {"image": image["hash"], "segment": segment,
                                                                    "song.wav": song["hash"],
                                                                    "prompt": image["prompt"]})
-                entry = stats.count(self.store.get_or_build("render", key, build))
+                build = partial(_build_clip, backend, segment, image["path"], image["prompt"], song["wav"],
+                                plan["data"]["fps"])
+                jobs.append((segment, key, build))
+            fanned = self._fan_out("render", [(key, build) for _, key, build in jobs])
+            clips = []
+            for segment, key, build in self._bar(jobs, "render"):
+                entry = self._count(stats, self.store.get_or_build("render", key, build), key in fanned)
                 clips.append(self._place(entry, "clip.mp4", f"clips/{segment['name']}.mp4"))
             return clips
 

@@ -291,6 +291,8 @@ class StoreConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "cpu"
+    devices: int = 1  # split frames and render segments across this many processes (Lightning Fabric)
+    accelerator: str = "auto"  # auto (cuda when runtime.device is cuda, else cpu) | cpu | cuda
     progress: bool = True
     debug: bool = False  # show tracebacks for user errors
 

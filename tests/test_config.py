@@ -96,3 +96,12 @@ def test_help_lists_groups_without_importing_torch() -> None:
             "try:\n    main(['--help'])\nfinally:\n    print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "Config groups" in out and out.strip().endswith("NO-TORCH")
+
+
+def test_joblib_launcher_is_ready_for_parallel_sweeps() -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                      return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2

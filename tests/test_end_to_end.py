@@ -201,3 +201,13 @@ def test_typo_fails_before_running(workdir: Path) -> None:
     proc = run_mvgen(["segmnt.max_seconds=3"], workdir, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "mvgen: error: Could not override 'segmnt.max_seconds': Key 'segmnt' not in 'MvgenConfig'"
+
+
+def test_fan_out_over_two_processes_gives_identical_results(first_run: Path, workdir: Path, base_args: list[str],
+                                                            tmp_path: Path) -> None:
+    """runtime.devices=2: Lightning Fabric spawns two CPU workers that split the segments; same bytes."""
+    run = run_dir_of(run_mvgen([*base_args, "runtime.devices=2", f"store.root={tmp_path / 'store'}"], workdir))
+    manifest = read_json(run / "manifest.json")
+    segments = len(read_json(run / "segments.json")["segments"])
+    assert manifest["stages"]["render"]["misses"] == segments and manifest["stages"]["frames"]["misses"] == segments
+    assert manifest["outputs"] == read_json(first_run / "manifest.json")["outputs"]
