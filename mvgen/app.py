@@ -59,9 +59,12 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
     accelerator = cfg.runtime.accelerator
     if accelerator == "auto":
         accelerator = "cuda" if str(cfg.runtime.device).startswith("cuda") else "cpu"
+    retry = OmegaConf.to_container(cfg.runtime.retry, resolve=True)
+    assert isinstance(retry, dict)
     return Pipeline(song=song, stages=Stages(**built), configs=configs, store=ArtifactStore(cfg.store.root),
                     run_dir=run_dir, progress=cfg.runtime.progress, devices=cfg.runtime.devices,
-                    accelerator=accelerator)
+                    accelerator=accelerator, retry=retry,
+                    allow_gaps=bool(cfg.assemble.get("allow_gaps", False)))
 
 
 def _task(cfg: DictConfig) -> None:
@@ -83,6 +86,16 @@ def _task(cfg: DictConfig) -> None:
             raise
         print(f"mvgen: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if manifest["status"] == "failed_segments":
+        failures = manifest["failures"]
+        listed = "; ".join(f"{f['stage']} {f['segment']}: {f['error']}" for f in failures[:3])
+        print(f"mvgen: error: {len(failures)} segment(s) failed after retries ({listed}); everything else is "
+              f"saved in {run_dir}. Run the same command again to retry only those, or add "
+              "assemble.allow_gaps=true to make the master with stills in their place", file=sys.stderr)
+        sys.exit(3)
+    if manifest["status"] == "gaps":
+        print(f"mvgen: warning: {len(manifest['gaps'])} segment(s) failed and hold a still in the master: "
+              f"{', '.join(g['segment'] for g in manifest['gaps'])}", file=sys.stderr)
     if manifest["status"] == "awaiting_review":
         print(f"mvgen: frames are ready for review ({len(manifest['awaiting_review'])} segments to approve): "
               f"mvgen review {run_dir}  then  mvgen rerun {run_dir}")

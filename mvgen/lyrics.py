@@ -2,6 +2,7 @@
 
 Format (ACE-Step's): a tag on its own line opens a section, ``[verse]``, ``[chorus]``, ``[verse 2]``,
 ``[bridge]``...; every other non-empty line is one phrase. Lines before any tag belong to ``verse``.
+Section names are sanitized (letters, digits, ``_``); a half-bracketed line is an error.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mvgen.errors import MvgenError
+from mvgen.util import safe_name
 
-_TAG = re.compile(r"^\[\s*([A-Za-z][A-Za-z _-]*?)\s*(\d+)?\s*\]$")
+_TRAILING_NUMBER = re.compile(r"\s*\d+\s*$")
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,15 @@ def parse_lyrics(lyrics: str) -> list[LyricLine]:
         text = raw.strip()
         if not text:
             continue
-        tag = _TAG.match(text)
-        if tag:
-            section = tag.group(1).strip().lower().replace(" ", "_")
+        if text.startswith("[") and text.endswith("]"):
+            # a section tag: its name becomes metadata (and may end up in file names), so it is sanitized
+            name = _TRAILING_NUMBER.sub("", text[1:-1].strip())
+            section = safe_name(name, fallback="section").replace("-", "_")
             counts[section] = counts.get(section, 0) + 1
             continue
+        if text.startswith("[") or text.endswith("]"):
+            raise MvgenError(f"lyric line {text!r} looks like a broken section tag; write tags on their own line "
+                             "as [verse], [chorus], [bridge]")
         counts.setdefault(section, 1)
         lines.append(LyricLine(len(lines), text, section, counts[section]))
     if not lines:

@@ -61,3 +61,18 @@ def load_pipeline(pipeline_class: Any, id_or_path: str, revision: str | None = N
     log.info("loaded %s from %s (%s, %s)", pipeline_class.__name__, describe_source(id_or_path), dtype, device)
     _PIPELINES[key] = pipe
     return pipe
+
+
+def release_models() -> None:
+    """Drop every cached pipeline and return its memory (before a retry with memory-saving settings)."""
+    import gc
+
+    _PIPELINES.clear()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

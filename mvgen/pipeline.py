@@ -29,6 +29,7 @@ from mvgen.errors import MvgenError
 from mvgen.media.audio import read_wav
 from mvgen.store import ArtifactStore, Entry
 from mvgen.util import read_json, sha256_json, write_json
+from mvgen.validate import check_annotation, check_clip, check_image, check_plan, check_song
 
 log = logging.getLogger("mvgen")
 
@@ -47,6 +48,37 @@ def _fingerprint(backend: Any) -> dict[str, str]:
     return backend.fingerprint() if hasattr(backend, "fingerprint") else {}
 
 
+class SegmentsFailed(Exception):
+    """Some segments failed after their retries; the master was not made (assemble.allow_gaps=false)."""
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in the main thread after ``seconds`` (0 = no limit)."""
+    import signal
+    import threading
+
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
 class ReviewPending(Exception):
     """Manual review: some segments have no approved frame yet; the run stops after the frames."""
 
@@ -63,16 +95,19 @@ def _build_frames(frames: Any, song: dict[str, Any], segment: dict[str, Any], pr
         frames.generate(song, segment, prompts, tmp, reference=reference)
     else:
         frames.generate(song, segment, prompts, tmp)
+    flags = {spec["candidate"]: check_image(tmp / f"cand_{spec['candidate']}.png", (frames.width, frames.height))
+             for spec in prompts}
     write_json(tmp / "prompts.json", {"segment": segment["name"], "candidates": prompts})
-    return {"candidates": len(prompts)}
+    return {"candidates": len(prompts), "flags": {k: v for k, v in flags.items() if v}}
 
 
 def _build_clip(render: Any, segment: dict[str, Any], image: Path, prompt: str, song_wav: Path, fps: int,
                 tmp: Path) -> dict[str, Any]:
     """One segment's clip (a top-level function: picklable for fan-out workers)."""
     samples, rate = read_wav(song_wav)
-    return render.render(segment, image, _generation_audio(samples, rate, segment, fps), tmp / "clip.mp4",
+    info = render.render(segment, image, _generation_audio(samples, rate, segment, fps), tmp / "clip.mp4",
                          prompt=prompt)
+    return {**info, "flags": check_clip(tmp / "clip.mp4", segment["frames"], (render.width, render.height), fps)}
 
 
 def _generation_audio(samples: Any, rate: int, segment: dict[str, Any], fps: int) -> Any:
@@ -126,6 +161,10 @@ class Pipeline:
     previous_review: dict[str, Any] | None = None  # review.json of the run being continued (manual review)
     devices: int = 1  # processes for frames and render (Lightning Fabric, spawn)
     accelerator: str = "cpu"
+    retry: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: attempts, backoff, timeout
+    allow_gaps: bool = False
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     stats: dict[str, StageStats] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # run-dir relative path -> sha256
 
@@ -173,8 +212,13 @@ class Pipeline:
                 self.manifest_extra["awaiting_review"] = pending.pending
             else:
                 clips = self._render(plan, approved, song); overall.update()
-                self._assemble(plan, clips, song, annotation); overall.update()
+                failed = bool(self.failures)
+                if not failed or self.allow_gaps:
+                    self._assemble(plan, clips, song, annotation, approved); overall.update()
                 self._reports(song, annotation, plan, candidates, approved["data"]); overall.update()
+                if failed:
+                    status = "gaps" if self.allow_gaps else "failed_segments"
+                    error = "; ".join(f"{f['stage']} {f['segment']}: {f['error']}" for f in self.failures)
         except BaseException as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
@@ -189,7 +233,12 @@ class Pipeline:
             backend = self.stages.music
             song_part = {k: self.song.get(k) for k in _SONG_FIELDS_FOR_MUSIC}
             key = self._key("music", self.configs["music"], {"song": song_part, **_fingerprint(backend)})
-            entry = stats.count(self.store.get_or_build("music", key, lambda tmp: backend.make(self.song, tmp)))
+            def build(tmp: Path) -> dict[str, Any]:
+                info = backend.make(self.song, tmp)
+                check_song(tmp / "song.wav")
+                return info
+
+            entry = stats.count(self.store.get_or_build("music", key, build))
             for name in entry.files:
                 self._place(entry, name, name)
             return {"wav": self.run_dir / "song.wav", "hash": entry.files["song.wav"],
@@ -201,8 +250,12 @@ class Pipeline:
             song_part = {k: self.song.get(k) for k in _SONG_FIELDS_FOR_ANNOTATE}
             key = self._key("annotate", self.configs["annotate"], {"song.wav": song["hash"], "song": song_part,
                                                                    **_fingerprint(backend)})
-            entry = stats.count(self.store.get_or_build(
-                "annotate", key, lambda tmp: backend.annotate(self.song, song["wav"], tmp)))
+            def build(tmp: Path) -> dict[str, Any]:
+                info = backend.annotate(self.song, song["wav"], tmp)
+                check_annotation(read_json(tmp / "annotation.json"))
+                return info
+
+            entry = stats.count(self.store.get_or_build("annotate", key, build))
             for name in entry.files:
                 self._place(entry, name, name)
             path = self.run_dir / "annotation.json"
@@ -217,9 +270,13 @@ class Pipeline:
             song_part = {"bpm": self.song.get("bpm"), "cuts": cuts}
             key = self._key("segment", self.configs["segment"], {"annotation": annotation["hash"],
                                                                  "song.wav": song["hash"], "song": song_part})
-            entry = stats.count(self.store.get_or_build("segment", key, lambda tmp: backend.plan(
-                annotation["data"], tmp, song_wav=song["wav"], bpm=self.song.get("bpm"),
-                pins=cuts.get("pin", []), forbid=cuts.get("forbid", []))["report"]))
+            def build(tmp: Path) -> dict[str, Any]:
+                plan = backend.plan(annotation["data"], tmp, song_wav=song["wav"], bpm=self.song.get("bpm"),
+                                    pins=cuts.get("pin", []), forbid=cuts.get("forbid", []))
+                check_plan(plan)
+                return plan["report"]
+
+            entry = stats.count(self.store.get_or_build("segment", key, build))
             path = self._place(entry, "segments.json", "segments.json")
             plan = read_json(path)
             log.info(format_report(plan))
@@ -249,7 +306,10 @@ class Pipeline:
             fanned = self._fan_out("frames", [(key, build) for _, _, key, build in jobs])
             out: dict[str, list[dict[str, Any]]] = {}
             for segment, prompts, key, build in self._bar(jobs, "frames"):
-                entry = self._count(stats, self.store.get_or_build("frames", key, build), key in fanned)
+                attempt = self._attempt("frames", segment["name"], key, build, frames)
+                if attempt is None:
+                    continue  # recorded in self.failures; the other segments go on
+                entry = self._count(stats, attempt, key in fanned)
                 records = []
                 for spec in prompts:
                     name = f"cand_{spec['candidate']}.png"
@@ -258,6 +318,38 @@ class Pipeline:
                 self._place(entry, "prompts.json", f"frames/{segment['name']}/prompts.json")
                 out[segment["name"]] = records
             return out
+
+    def _attempt(self, stage: str, segment: str, key: str, build: Any, backend: Any) -> Entry | None:
+        """Build one segment's entry under the stage's retry policy; None (and a recorded failure) if it
+        still fails. Out of memory first tries the backend's memory-saving fallbacks."""
+        policy = self.retry.get(stage, {})
+        attempts = max(1, int(policy.get("attempts", 1)))
+        backoff, timeout = float(policy.get("backoff_seconds", 0.0)), float(policy.get("timeout_seconds", 0.0))
+        error = ""
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
+            try:
+                with _deadline(timeout):
+                    return self.store.get_or_build(stage, key, build)
+            except MvgenError:
+                raise  # the input or the config is wrong: retrying cannot help
+            except Exception as exc:  # noqa: BLE001 -- one segment's failure must not cost the others
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                log.warning("%s %s failed (attempt %d/%d): %s", stage, segment, attempt, attempts, error)
+                if _is_out_of_memory(exc) and hasattr(backend, "degrade"):
+                    fallback = backend.degrade()
+                    if fallback:
+                        from mvgen.models import release_models
+
+                        release_models()
+                        log.warning("%s %s: out of memory, retrying with %s", stage, segment, fallback)
+                        attempt -= 1  # a memory fallback is a new configuration, not a spent attempt
+                        continue
+                if attempt < attempts and backoff > 0:
+                    time.sleep(backoff * 2 ** (attempt - 1))
+        self.failures.append({"stage": stage, "segment": segment, "error": error, "attempts": attempts})
+        return None
 
     def _fan_out(self, stage: str, jobs: list[tuple[str, Any]]) -> set[str]:
         """With runtime.devices > 1, build the pending entries across processes first; returns their keys."""
@@ -315,6 +407,8 @@ class Pipeline:
 
                     segments = {}
                     for segment in plan["data"]["segments"]:
+                        if segment["name"] not in candidates:
+                            continue  # its frames failed
                         records = candidates[segment["name"]]
                         verdict = backend.review([{k: c[k] for k in ("candidate", "seed", "path", "prompt")}
                                                   for c in records])
@@ -361,6 +455,8 @@ class Pipeline:
         segments, pending = {}, []
         for segment in plan["data"]["segments"]:
             name = segment["name"]
+            if name not in candidates:
+                continue  # its frames failed
             records = candidates[name]
             wanted = self._previous(name).get("approved_hash")
             chosen = next((c["candidate"] for c in records if wanted and c["hash"] == wanted), None)
@@ -377,12 +473,14 @@ class Pipeline:
             raise ReviewPending(pending)
         return review
 
-    def _render(self, plan: dict[str, Any], review: dict[str, Any], song: dict[str, Any]) -> list[Path]:
+    def _render(self, plan: dict[str, Any], review: dict[str, Any], song: dict[str, Any]) -> dict[str, Path]:
         with self._stage("render") as stats:
             backend = self.stages.render
             jobs = []
             for segment in plan["data"]["segments"]:
-                image = review["approved"][segment["name"]]
+                image = review["approved"].get(segment["name"])
+                if image is None:
+                    continue  # its frames failed: nothing to render from
                 key = self._key("render", self.configs["render"], {"image": image["hash"], "segment": segment,
                                                                    "song.wav": song["hash"],
                                                                    "prompt": image["prompt"]})
@@ -390,28 +488,66 @@ class Pipeline:
                                 plan["data"]["fps"])
                 jobs.append((segment, key, build))
             fanned = self._fan_out("render", [(key, build) for _, key, build in jobs])
-            clips = []
+            clips: dict[str, Path] = {}
             for segment, key, build in self._bar(jobs, "render"):
-                entry = self._count(stats, self.store.get_or_build("render", key, build), key in fanned)
-                clips.append(self._place(entry, "clip.mp4", f"clips/{segment['name']}.mp4"))
+                attempt = self._attempt("render", segment["name"], key, build, backend)
+                if attempt is None:
+                    continue
+                entry = self._count(stats, attempt, key in fanned)
+                clips[segment["name"]] = self._place(entry, "clip.mp4", f"clips/{segment['name']}.mp4")
+                for flag in entry.info.get("flags", []):
+                    self.warnings.append(f"{segment['name']}: {flag}")
             return clips
 
-    def _assemble(self, plan: dict[str, Any], clips: list[Path], song: dict[str, Any],
-                  annotation: dict[str, Any]) -> dict[str, Any]:
+    def _assemble(self, plan: dict[str, Any], clips: dict[str, Path], song: dict[str, Any],
+                  annotation: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
         with self._stage("assemble") as stats:
             backend = self.stages.assemble
             render_cfg = self.configs["render"]
             size = (render_cfg["width"], render_cfg["height"])
+            ordered = []
+            for segment in plan["data"]["segments"]:
+                if segment["name"] not in clips:  # allow_gaps: hold the approved frame (or black) as a still
+                    ordered.append(self._gap_clip(segment, review["approved"].get(segment["name"]), size,
+                                                  plan["data"]["fps"], song))
+                else:
+                    ordered.append(clips[segment["name"]])
             clip_hashes = [self.outputs[f"clips/{s['name']}.mp4"] for s in plan["data"]["segments"]]
             key = self._key("assemble", {**self.configs["assemble"], "size": size},
                             {"clips": clip_hashes, "song.wav": song["hash"], "plan": plan["hash"],
                              "annotation": annotation["hash"]})
             entry = stats.count(self.store.get_or_build("assemble", key, lambda tmp: backend.assemble(
-                clips, song["wav"], plan["data"], *size, tmp, annotation=annotation["data"])))
+                ordered, song["wav"], plan["data"], *size, tmp, annotation=annotation["data"])))
             for name in entry.files:
                 self._place(entry, name, name)
             self.manifest_extra["master"] = entry.info
             return entry.info
+
+    def _gap_clip(self, segment: dict[str, Any], image: dict[str, Any] | None, size: tuple[int, int], fps: int,
+                  song: dict[str, Any]) -> Path:
+        """A still clip for a failed segment's window, encoded like the rendered clips; recorded as a gap."""
+        import numpy as np
+        from PIL import Image
+
+        from mvgen.media.video import write_clip
+        from mvgen.util import sha256_file
+
+        if image is not None:
+            still = np.asarray(Image.open(image["path"]).convert("RGB").resize(size, Image.LANCZOS))
+        else:
+            still = np.zeros((size[1], size[0], 3), np.uint8)
+        samples, rate = read_wav(song["wav"])
+        audio = _generation_audio(samples, rate, segment, fps)[: int(round(segment["frames"] / fps * rate))]
+        render = self.stages.render
+        path = self.run_dir / "clips" / f"{segment['name']}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_clip(path, (still for _ in range(segment["frames"])), fps, size[0], size[1],
+                   getattr(render, "preset", "veryfast"), getattr(render, "crf", 20), audio=audio)
+        self.outputs[f"clips/{segment['name']}.mp4"] = sha256_file(path)
+        self.manifest_extra.setdefault("gaps", []).append(
+            {"segment": segment["name"], "start": segment["start"], "end": segment["end"],
+             "filled_with": "approved frame" if image is not None else "black"})
+        return path
 
     def _reports(self, song: dict[str, Any], annotation: dict[str, Any], plan: dict[str, Any],
                  candidates: dict[str, list[dict[str, Any]]], review: dict[str, Any]) -> None:
@@ -433,11 +569,13 @@ class Pipeline:
 
                 rows = []
                 for segment in plan["data"]["segments"]:
+                    if segment["name"] not in candidates:
+                        continue  # its frames failed
                     records = candidates[segment["name"]]
                     rows.append({"label": f"{segment['name']}  {segment['kind']}\n{segment['start']:.2f}-{segment['end']:.2f} s"
                                           f"\n{segment['section']} {segment['section_index']}\n{segment['text'][:60]}",
                                  "paths": [c["path"] for c in records],
-                                 "approved": review["segments"][segment["name"]]["approved"]})
+                                 "approved": review["segments"].get(segment["name"], {}).get("approved")})
                 contact_sheet(rows, tmp / "contact_sheet.png")
 
             key = self._key("contact_sheet", {}, {"frames": {n: [c["hash"] for c in r] for n, r in candidates.items()},
@@ -470,6 +608,8 @@ class Pipeline:
             "stages": {name: {"seconds": round(s.seconds, 3), "hits": s.hits, "misses": s.misses}
                        for name, s in self.stats.items()},
             "outputs": dict(sorted(self.outputs.items())),
+            "failures": self.failures,
+            "warnings": self.warnings,
             **self.manifest_extra,
         }
         write_json(self.run_dir / MANIFEST_JSON, manifest)

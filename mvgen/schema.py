@@ -276,6 +276,7 @@ class AssembleConfig:
     stream_copy: bool = True  # concatenate clip packets when their encodings match; re-encode otherwise
     preset: str = "veryfast"  # used only when re-encoding
     crf: int = 18
+    allow_gaps: bool = False  # make the master even if segments failed, holding a still over their windows
     subtitles: bool = True  # the lyrics as a soft subtitle track (mov_text) in master.mp4
     burn_lyrics: bool = False  # also write master_lyrics.mp4 with the lyric line captioned on the picture
 
@@ -289,12 +290,26 @@ class StoreConfig:
 
 
 @dataclass
+class RetryPolicy:
+    attempts: int = 2  # tries per segment before it is recorded as failed
+    backoff_seconds: float = 1.0  # wait before retry n: backoff x 2^(n-1)
+    timeout_seconds: float = 0.0  # per segment; 0 = no limit
+
+
+@dataclass
+class RetryConfig:
+    frames: RetryPolicy = field(default_factory=RetryPolicy)
+    render: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass
 class RuntimeConfig:
     device: str = "cpu"
     devices: int = 1  # split frames and render segments across this many processes (Lightning Fabric)
     accelerator: str = "auto"  # auto (cuda when runtime.device is cuda, else cpu) | cpu | cuda
     progress: bool = True
     debug: bool = False  # show tracebacks for user errors
+    retry: RetryConfig = field(default_factory=RetryConfig)
 
 
 @dataclass

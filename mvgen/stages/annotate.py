@@ -123,6 +123,9 @@ class StableTsAligner:
         lines = parse_lyrics(song["lyrics"])
         samples, rate = read_wav(song_wav)
         duration = len(samples) / rate
+        if len(lines) > max(4, duration / 0.5):
+            raise MvgenError(f"{len(lines)} lyric lines cannot be sung in a {duration:.0f} s song; check that "
+                             "song.lyrics belongs to this audio")
         if self.isolate_vocals:
             samples = self._vocals(song, samples, rate)
             write_wav(out_dir / VOCALS_WAV, samples, rate)

@@ -32,11 +32,12 @@ def _signature(path: Path) -> tuple[Any, ...]:
 
 class Assembler:
     def __init__(self, audio_bitrate: int = 192000, stream_copy: bool = True, preset: str = "veryfast",
-                 crf: int = 18, subtitles: bool = True, burn_lyrics: bool = False) -> None:
+                 crf: int = 18, subtitles: bool = True, burn_lyrics: bool = False, allow_gaps: bool = False) -> None:
         self.audio_bitrate = audio_bitrate
         self.stream_copy = stream_copy
         self.preset, self.crf = preset, crf
         self.subtitles, self.burn_lyrics = subtitles, burn_lyrics
+        self.allow_gaps = allow_gaps  # read by the pipeline, which fills the gaps before assembly
 
     def assemble(self, clips: list[Path], song_wav: Path, plan: dict[str, Any], width: int, height: int,
                  out_dir: Path, annotation: dict[str, Any] | None = None) -> dict[str, Any]:

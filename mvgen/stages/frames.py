@@ -198,6 +198,16 @@ class DiffusersFrames:
         self.reference, self.reference_image, self.reference_prompt = reference, reference_image, reference_prompt
         self.extra = dict(extra or {})
 
+    def degrade(self) -> str | None:
+        """The next memory-saving fallback after an out-of-memory error, or None when all are on."""
+        if self.batch_size > 1:
+            self.batch_size = 1
+            return "batch size 1"
+        if not self.offload:
+            self.offload = True
+            return "model CPU offload"
+        return None
+
     def _pipe(self) -> Any:
         import diffusers
 

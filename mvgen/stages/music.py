@@ -25,6 +25,7 @@ from mvgen.util import sha256_file, write_json
 log = logging.getLogger("mvgen")
 
 SONG_WAV, SONG_JSON, TRUTH_JSON = "song.wav", "song.json", "truth.json"
+MAX_DEMO_LINES = 300
 
 # A-minor pop loop, one chord per bar: Am F C G (MIDI roots for the bass, triads for the pads).
 _PROGRESSION = [(45, (57, 60, 64)), (41, (53, 57, 60)), (48, (55, 60, 64)), (43, (55, 59, 62))]
@@ -53,7 +54,12 @@ class DemoSongMaker:
         from mvgen.media.tts import speak_lines
 
         lines = parse_lyrics(song["lyrics"])
+        if len(lines) > MAX_DEMO_LINES:
+            raise MvgenError(f"the song has {len(lines)} lyric lines; the demo voice sings at most {MAX_DEMO_LINES} "
+                             "(about 20 minutes); shorten song.lyrics or use music=file")
         bpm = float(song.get("bpm") or 100.0)
+        if not 40 <= bpm <= 240:
+            raise MvgenError(f"song.bpm={bpm:g}; use a tempo between 40 and 240")
         bar = 4 * 60.0 / bpm
         speeches = speak_lines([line.text for line in lines], voice=self.voice,
                                words_per_minute=self.words_per_minute)

@@ -186,6 +186,16 @@ class LtxRenderer:
         self.audio_noise, self.max_sequence_length = audio_noise, max_sequence_length
         self.preset, self.crf = preset, crf
 
+    def degrade(self) -> str | None:
+        """The next memory-saving fallback after an out-of-memory error, or None when all are on."""
+        if not self.offload:
+            self.offload = True
+            return "model CPU offload"
+        if not self.vae_tiling:
+            self.vae_tiling = True
+            return "VAE tiling"
+        return None
+
     # ------------------------------------------------------------------------------------- models
     def pipe(self) -> Any:
         from diffusers import LTX2DFRPipeline
