@@ -19,6 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -147,7 +148,10 @@ class ArtifactStore:
 
     def _build(self, stage: str, key: str, build: Callable[[Path], dict[str, Any] | None]) -> Entry:
         tmp = self.root / ".tmp" / f"{stage}-{key[:16]}-{os.getpid()}-{time.time_ns()}"
-        tmp.mkdir(parents=True)
+        try:
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise _storage_error(self.root, exc) from exc
         try:
             info = build(tmp) or {}
             files, sizes = {}, {}
@@ -164,6 +168,11 @@ class ArtifactStore:
             final = self.entry_dir(stage, key)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)  # atomic: readers see no entry or a whole one
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in _STORAGE_ERRNOS:
+                raise _storage_error(self.root, exc) from exc
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -192,6 +201,17 @@ class ArtifactStore:
         self._commits[stage] = self._commits.get(stage, 0) + 1
         if self._fault and self._fault == (stage, self._commits[stage]):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _storage_error(root: Path, exc: OSError) -> MvgenError:
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "it is read-only", errno.EACCES: "it is not writable",
+              errno.EPERM: "it is not writable"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return MvgenError(f"cannot write to the artifact store at {root}: {reason}; free space or set store.root "
+                      "to a writable folder (nothing already made was touched)")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -112,3 +112,19 @@ def test_two_processes_build_an_entry_once(tmp_path: Path) -> None:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(log.read_text().split()) == 1
+
+
+@pytest.mark.parametrize("code,reason", [(28, "the disk is full"), (30, "it is read-only")])
+def test_disk_full_or_read_only_is_one_line_and_keeps_entries(tmp_path: Path, code: int, reason: str) -> None:
+    from mvgen.errors import MvgenError
+
+    store = ArtifactStore(tmp_path / "store")
+    kept = store.get_or_build("stage", "e" * 64, _write("a.txt", "kept"))
+
+    def build(tmp: Path) -> dict:
+        raise OSError(code, os.strerror(code))
+
+    with pytest.raises(MvgenError, match=reason) as info:
+        store.get_or_build("stage", "f" * 64, build)
+    assert "\n" not in str(info.value)
+    assert store.get("stage", "e" * 64).file("a.txt").read_text() == "kept" and kept.hit is False

@@ -59,8 +59,9 @@ def decode_audio(path: str | os.PathLike[str], rate: int, channels: int = 2) -> 
     except av.error.FFmpegError as exc:
         raise MvgenError(f"cannot decode {source} as audio ({exc.strerror or exc}); "
                          "give a wav, flac, mp3, m4a or ogg file") from exc
-    if not chunks:
-        return np.zeros((0, channels), np.float32)
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
+        raise MvgenError(f"{source} has no audio samples (is it really an audio file?); give a wav, flac, mp3, "
+                         "m4a or ogg file")
     return np.ascontiguousarray(np.concatenate(chunks, axis=1).T, dtype=np.float32)
 
 
