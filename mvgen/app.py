@@ -184,8 +184,9 @@ def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> 
 
 
 def _needs_check(args: Any) -> bool:
+    """Only overrides can be wrong at compose time; without any, skip the extra composition (about 0.4 s)."""
     flags = (args.help, args.hydra_help, args.cfg, args.info, args.shell_completion)
-    return not any(flags)
+    return bool(args.overrides) and not any(flags)
 
 
 # -------------------------------------------------------------------------------------------- help
