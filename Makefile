@@ -16,6 +16,7 @@ run: $(STAMP)
 	$(VENV)/bin/mvgen $(ARGS)
 
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

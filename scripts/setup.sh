@@ -29,15 +29,5 @@ PY
     "$VENV/bin/python" -c "import torchaudio, stable_whisper" \
         || { echo "setup: torchaudio still fails to import; see scripts/setup.sh" >&2; exit 1; }
 fi
-# The review page is tested in a real headless Chromium: Debian's chromium + chromium-driver.
-if [ "${MVGEN_SKIP_BROWSER:-0}" != "1" ] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = "0" ]; then
-        echo "setup: installing chromium and chromium-driver (review page tests)"
-        apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
-            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null; }
-    else
-        echo "setup: chromium/chromedriver not found and cannot apt-get here; the browser tests will skip"
-    fi
-fi
 touch "$VENV/.mvgen-installed"
 echo "setup: ready ($VENV)"
