@@ -68,6 +68,7 @@ def render_html(rows: list[dict[str, Any]], title: str) -> str:
             if name not in stage_names:
                 stage_names.append(name)
     head = "".join(f"<th>{e(n)}<br><small>s · hit/miss</small></th>" for n in stage_names)
+    varying = _varying_overrides(rows)
     body = []
     for row in rows:
         thumb = (f'<a href="{e(row["master"])}"><img src="{e(row["thumb"])}" alt="master of job {e(row["job"])}"></a>'
@@ -76,14 +77,15 @@ def render_html(rows: list[dict[str, Any]], title: str) -> str:
         for name in stage_names:
             s = row.get("stages", {}).get(name)
             cells.append(f"<td>{s['seconds']:.2f}<br><small>{s['hits']}/{s['misses']}</small></td>" if s else "<td>—</td>")
-        overrides = "<br>".join(e(str(o)) for o in row["overrides"]) or "<i>defaults</i>"
+        swept = "<br>".join(f"<b>{e(str(o))}</b>" for o in row["overrides"] if str(o) in varying) or "—"
+        overrides = "<br>".join(e(str(o)) for o in row["overrides"] if str(o) not in varying) or "<i>defaults</i>"
         duration = f"{row['duration']:.3f} s" if isinstance(row.get("duration"), (int, float)) else "—"
         wall = f"{row['wall_seconds']:.2f} s" if isinstance(row.get("wall_seconds"), (int, float)) else "—"
         links = " ".join(f'<a href="{e(row[k])}">{k.replace("_", " ")}</a>'
                          for k in ("timeline", "contact_sheet") if row.get(k))
-        body.append(f"<tr><td>{e(row['job'])}</td><td class=o>{overrides}</td><td>{thumb}</td>"
+        body.append(f"<tr><td>{e(row['job'])}</td><td class=o>{swept}</td><td>{thumb}</td>"
                     f"<td>{e(str(row.get('status')))}</td><td>{wall}</td><td>{row.get('hits', '—')}/{row.get('misses', '—')}</td>"
-                    f"<td>{duration}</td>{''.join(cells)}<td>{links}</td></tr>")
+                    f"<td>{duration}</td>{''.join(cells)}<td>{links}</td><td class=o><small>{overrides}</small></td></tr>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mvgen sweep {e(title)}</title>
 <style>
@@ -94,10 +96,18 @@ a {{ color: #8cf; }} small {{ color: #999; }}
 </style></head><body>
 <h1>Sweep {e(title)}</h1>
 <p>{len(rows)} jobs. Click a thumbnail to play that job's master. Stage cells: wall seconds, cache hits/misses.</p>
-<table><tr><th>job</th><th>overrides</th><th>master</th><th>status</th><th>wall</th><th>hits/misses</th><th>duration</th>{head}<th>pictures</th></tr>
+<table><tr><th>job</th><th>swept setting</th><th>master</th><th>status</th><th>wall</th><th>hits/misses</th><th>duration</th>{head}<th>pictures</th><th>shared overrides</th></tr>
 {''.join(body)}
 </table></body></html>
 """
+
+
+def _varying_overrides(rows: list[dict[str, Any]]) -> set[str]:
+    """The overrides that differ between jobs: what the sweep compares."""
+    if len(rows) < 2:
+        return {str(o) for row in rows for o in row["overrides"]}
+    common = set.intersection(*(set(map(str, row["overrides"])) for row in rows))
+    return {str(o) for row in rows for o in row["overrides"]} - common
 
 
 class SweepCompareCallback(Callback):
