@@ -153,3 +153,9 @@ def test_bad_input_is_one_clear_line(case: Case, workdir: Path, song_conf: Path,
     after = _snapshot(workdir)
     for path, stat in before.items():
         assert after.get(path) == stat, f"{path} was changed or deleted"
+
+
+def test_debug_flag_shows_the_traceback(workdir: Path, song_conf: Path) -> None:
+    proc = run_mvgen(["--config-dir", str(song_conf), *FAST, "music=file", "music.path=/nonexistent/x.wav",
+                      "runtime.debug=true"], workdir, check=False)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "audio file not found" in proc.stderr
