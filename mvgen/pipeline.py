@@ -48,10 +48,6 @@ def _fingerprint(backend: Any) -> dict[str, str]:
     return backend.fingerprint() if hasattr(backend, "fingerprint") else {}
 
 
-class SegmentsFailed(Exception):
-    """Some segments failed after their retries; the master was not made (assemble.allow_gaps=false)."""
-
-
 @contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
     """Raise TimeoutError in the main thread after ``seconds`` (0 = no limit)."""
@@ -91,10 +87,7 @@ class ReviewPending(Exception):
 def _build_frames(frames: Any, song: dict[str, Any], segment: dict[str, Any], prompts: list[dict[str, Any]],
                   reference: Path | None, tmp: Path) -> dict[str, Any]:
     """One segment's candidate frames (a top-level function: picklable for fan-out workers)."""
-    if reference is not None:
-        frames.generate(song, segment, prompts, tmp, reference=reference)
-    else:
-        frames.generate(song, segment, prompts, tmp)
+    frames.generate(song, segment, prompts, tmp, reference=reference)
     flags = {spec["candidate"]: check_image(tmp / f"cand_{spec['candidate']}.png", (frames.width, frames.height))
              for spec in prompts}
     write_json(tmp / "prompts.json", {"segment": segment["name"], "candidates": prompts})

@@ -60,7 +60,8 @@ class StoryboardFrames:
         self.seed = seed
 
     def generate(self, song: dict[str, Any], segment: dict[str, Any], prompts: list[dict[str, Any]],
-                 out_dir: Path) -> None:
+                 out_dir: Path, reference: Path | None = None) -> None:
+        """Write cand_<k>.png per prompt. Cards take no identity reference; the argument is accepted and unused."""
         palette = [_rgb(c) for c in ((song.get("visual") or {}).get("palette") or DEFAULT_PALETTE)]
         for spec in prompts:
             image = self.card(segment, spec, palette)
