@@ -29,6 +29,8 @@ annotation.json, version 1 (``ANNOTATION_SCHEMA`` below is the JSON Schema)::
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 from pathlib import Path
@@ -187,8 +189,13 @@ class StableTsAligner:
         window = audio[a:b]
         if len(window) < WHISPER_RATE // 10:  # no room: park the lines at the window start
             return [self._phrase(line, [], start) for line in lines]
-        result = aligner.model.align(window, "\n".join(line.text for line in lines), language=self.language,
-                                     original_split=True, verbose=None)
+        captured = io.StringIO()
+        with contextlib.redirect_stderr(captured):  # stable-ts draws an "Adjustment" bar even with verbose=None
+            result = aligner.model.align(window, "\n".join(line.text for line in lines), language=self.language,
+                                         original_split=True, verbose=None)
+        for message in captured.getvalue().replace("\r", "\n").splitlines():
+            if message.strip() and "Adjustment" not in message:
+                log.warning("stable-ts: %s", message.strip())
         limit = start + len(window) / WHISPER_RATE
         return [self._phrase(line, words, start, limit) for line, words in zip(lines, _split_words(result, lines))]
 
