@@ -1,8 +1,9 @@
 """Checks every artifact passes before it enters the store: a build that fails them is not committed.
 
 Fatal (raise ``ArtifactInvalid``): a file that does not decode, a wrong frame count or size, a wrong audio
-duration, NaN/inf samples, JSON that breaks its schema. Flagged (returned, recorded in the entry's info and
-the manifest): a blank frame, a frozen clip.
+duration, NaN/inf samples, JSON that breaks its schema, a blank clip. Flagged (returned, recorded in the
+entry's info and the manifest): a blank candidate frame (review passes it over), a frozen clip (a still
+shot can be intended).
 """
 
 from __future__ import annotations
@@ -104,9 +105,6 @@ def check_clip(path: Path, frames: int, size: tuple[int, int], fps: int) -> list
         raise ArtifactInvalid(f"{path.name} has {decoded} frames, expected {frames}")
     if audio_seconds is not None and abs(audio_seconds - frames / fps) > 0.1:
         raise ArtifactInvalid(f"{path.name} audio lasts {audio_seconds:.3f} s, the clip {frames / fps:.3f} s")
-    flags = []
     if first is not None and first.std() < 2.0 and previous is not None and previous.std() < 2.0:
-        flags.append("blank clip")
-    elif decoded > 8 and motion < 0.05:
-        flags.append("frozen clip")
-    return flags
+        raise ArtifactInvalid(f"{path.name} is blank (a flat picture from start to end)")
+    return ["frozen clip"] if decoded > 8 and motion < 0.05 else []

@@ -2,17 +2,20 @@
 
 MVGEN_TEST_FAIL="seg_001:error,seg_002:oom,seg_003:once,seg_004:badclip" makes those segments:
 error (always raise), oom (raise "CUDA out of memory" until a memory fallback is applied), once (fail the
-first attempt only), badclip (write a clip one frame short, which validation must reject).
+first attempt only), badclip (write a clip one frame short, which validation must reject), blank (a black
+clip, which validation must reject), slow (take 30 s, for the timeout).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mvgen.media.video import write_clip
 from mvgen.stages.render import AnimaticRenderer
 
 
@@ -45,6 +48,14 @@ class FlakyAnimatic(AnimaticRenderer):
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
         if mode == "once" and FlakyAnimatic.attempts[name] == 1:
             raise RuntimeError("simulated transient failure")
+        if mode == "slow":
+            time.sleep(30)
+        if mode == "blank":  # what a failed video model can return: every frame the same flat colour
+            black = (np.zeros((self.height, self.width, 3), np.uint8) for _ in range(segment["frames"]))
+            write_clip(out_path, black, self.fps, self.width, self.height, self.preset, self.crf,
+                       audio=audio[: int(round(segment["frames"] / self.fps * 48000))])
+            return {"frames": segment["frames"]}
         if mode == "badclip":
             return super().render({**segment, "frames": segment["frames"] - 1}, image_path, audio, out_path, prompt)
         return super().render(segment, image_path, audio, out_path, prompt)
+

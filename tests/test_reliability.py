@@ -90,6 +90,19 @@ def test_a_clip_that_fails_validation_never_enters_the_store(workdir: Path, args
     assert failure["segment"] == "seg_001" and "ArtifactInvalid" in failure["error"] and "frames, expected" in failure["error"]
 
 
+@pytest.mark.parametrize("mode,expected,extra", [
+    ("blank", "is blank", ["render.zoom=0.31"]),
+    ("slow", "TimeoutError: took longer than 2 s", ["render.zoom=0.33", "runtime.retry.render.timeout_seconds=2",
+                                                    "runtime.retry.render.attempts=1"]),
+])
+def test_blank_output_and_timeouts_are_segment_failures(workdir: Path, args: list[str], mode: str, expected: str,
+                                                        extra: list[str]) -> None:
+    proc = run_mvgen([*args, FLAKY, *extra], workdir, env=_env(f"seg_002:{mode}"), check=False)
+    assert proc.returncode == 3, proc.stderr[-800:]
+    failure = read_json(_latest_run(workdir) / "manifest.json")["failures"][0]
+    assert failure["segment"] == "seg_002" and expected in failure["error"]
+
+
 def test_sigkill_at_ten_points_then_the_master_is_byte_identical(args: list[str], tmp_path: Path) -> None:
     """Kill -9 at 10 random store commits across the stages, rerun after each, compare with a clean run."""
     reference = run_dir_of(run_mvgen([*args, f"store.root={tmp_path / 'reference-store'}"], tmp_path))
