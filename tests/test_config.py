@@ -105,3 +105,23 @@ def test_joblib_launcher_is_ready_for_parallel_sweeps() -> None:
                       return_hydra_config=True)
     GlobalHydra.instance().clear()
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+
+
+def test_rerun_warns_when_conf_changed_since_the_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from mvgen.app import _warn_if_config_drifted
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config")
+        then = compose("config", overrides=["render.zoom=0.5"])
+    GlobalHydra.instance().clear()
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(then))
+    with caplog.at_level("WARNING", logger="mvgen"):
+        _warn_if_config_drifted(cfg, tmp_path)
+    assert "render differ from the saved config" in caplog.text
+    caplog.clear()
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    with caplog.at_level("WARNING", logger="mvgen"):
+        _warn_if_config_drifted(cfg, tmp_path)
+    assert caplog.text == ""
