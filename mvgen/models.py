@@ -1,8 +1,8 @@
 """Loading model weights: a hub id (users online) or a local folder (everyone else), the same code path.
 
-Safetensors only, never ``trust_remote_code``. Every pipeline loads once per process and is shared by
-every segment and every stage instance that asks for the same (class, id_or_path, revision, dtype,
-device, offload).
+Safetensors only, never ``trust_remote_code``. Every model loads once per process (``cached``) and is
+shared by every segment and every stage instance that asks for the same one; ``release_models`` frees
+them all before an out-of-memory retry.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mvgen.errors import MvgenError
 
@@ -33,34 +33,47 @@ def describe_source(id_or_path: str) -> str:
     return f"local folder {id_or_path}" if Path(id_or_path).expanduser().is_dir() else f"hub id {id_or_path}"
 
 
-def load_pipeline(pipeline_class: Any, id_or_path: str, revision: str | None = None, dtype: str = "float32",
-                  device: str = "cpu", offload: bool = False) -> Any:
-    """``pipeline_class.from_pretrained`` with safetensors only, cached per process."""
-    key = (pipeline_class.__name__, id_or_path, revision, dtype, device, offload)
-    if key in _PIPELINES:
-        return _PIPELINES[key]
+def cached(key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+    """The process-wide model cache: ``load()`` runs once per key; ``release_models`` empties it."""
+    if key not in _PIPELINES:
+        _PIPELINES[key] = load()
+    return _PIPELINES[key]
+
+
+def from_pretrained(cls: Any, id_or_path: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained`` from a local folder (no hub lookups) or a hub id; a failure is one line.
+    Weight-carrying classes are called with ``use_safetensors=True`` by their callers."""
     source = os.path.expanduser(id_or_path)
     local = Path(source).is_dir()
     if not local and ("/" not in id_or_path or id_or_path.startswith((".", "/", "~"))):
         raise MvgenError(f"model {id_or_path!r} is neither a local folder nor a hub id (owner/name); "
                          "fix id_or_path")
     try:
-        pipe = pipeline_class.from_pretrained(source, revision=revision, dtype=torch_dtype(dtype),
-                                              use_safetensors=True, local_files_only=local)
+        return cls.from_pretrained(source, local_files_only=local, **kwargs)
     except (OSError, ValueError) as exc:
-        hint = ("check the folder holds a diffusers pipeline saved with safetensors" if local else
+        hint = (f"check the folder holds a {cls.__name__} saved with safetensors" if local else
                 "download it first (huggingface-cli download) and set id_or_path to the folder, or go online")
-        raise MvgenError(f"cannot load {pipeline_class.__name__} from {describe_source(id_or_path)}: "
+        raise MvgenError(f"cannot load {cls.__name__} from {describe_source(id_or_path)}: "
                          f"{str(exc).splitlines()[0][:200]}; {hint}") from exc
-    if offload and device.startswith("cuda"):
-        pipe.enable_model_cpu_offload()
-    else:
-        pipe = pipe.to(device)
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)
-    log.info("loaded %s from %s (%s, %s)", pipeline_class.__name__, describe_source(id_or_path), dtype, device)
-    _PIPELINES[key] = pipe
-    return pipe
+
+
+def load_pipeline(pipeline_class: Any, id_or_path: str, revision: str | None = None, dtype: str = "float32",
+                  device: str = "cpu", offload: bool = False) -> Any:
+    """``pipeline_class.from_pretrained`` with safetensors only, cached per process."""
+
+    def load() -> Any:
+        pipe = from_pretrained(pipeline_class, id_or_path, revision=revision, dtype=torch_dtype(dtype),
+                               use_safetensors=True)
+        if offload and device.startswith("cuda"):
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe = pipe.to(device)
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)
+        log.info("loaded %s from %s (%s, %s)", pipeline_class.__name__, describe_source(id_or_path), dtype, device)
+        return pipe
+
+    return cached((pipeline_class.__name__, id_or_path, revision, dtype, device, offload), load)
 
 
 def release_models() -> None:

@@ -6,10 +6,8 @@ user's runs do. Each test states which cache hits and misses it expects.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest

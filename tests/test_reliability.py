@@ -154,6 +154,7 @@ def test_two_processes_on_one_store_and_song(args: list[str], tmp_path: Path) ->
         hits = sum(m["stages"][stage]["hits"] for m in manifests)
         total = manifests[0]["stages"][stage]["misses"] + manifests[0]["stages"][stage]["hits"]
         assert misses == total, (stage, misses, total)  # each artifact computed exactly once between them
+        assert hits == total, (stage, hits, total)  # ... and the other process read it from the store
     from mvgen.store import ArtifactStore
 
     store = ArtifactStore(tmp_path / "store")

@@ -75,8 +75,6 @@ class Assembler:
 
     def _burn(self, master: Path, out_path: Path, audio: np.ndarray, fps: int, lyric: list[dict[str, Any]]) -> None:
         """A copy of the master with the current lyric line captioned on the picture (words lit as sung)."""
-        from PIL import Image
-
         from mvgen.media.video import write_clip
         from mvgen.stages.render import _CaptionPainter
 

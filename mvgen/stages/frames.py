@@ -224,11 +224,6 @@ class DiffusersFrames:
             pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **self.scheduler_options)
         return pipe
 
-    def accepts(self, parameter: str) -> bool:
-        import inspect
-
-        return parameter in inspect.signature(self._pipe().__call__).parameters
-
     def make_reference(self, song: dict[str, Any], out_path: Path) -> None:
         """Generate the identity reference once from the visual bible (stored and reused by every segment)."""
         visual = song.get("visual") or {}

@@ -211,22 +211,18 @@ class LtxRenderer:
         from diffusers import LTX2LatentUpsamplePipeline
         from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
-        from mvgen.models import _PIPELINES, torch_dtype
+        from mvgen.models import cached, from_pretrained, torch_dtype
 
-        key = ("upsampler", self.upsampler_id_or_path, self.upsampler_subfolder, self.dtype, self.device)
-        if key not in _PIPELINES:
-            local = Path(str(self.upsampler_id_or_path)).expanduser().is_dir()
-            try:
-                model = LTX2LatentUpsamplerModel.from_pretrained(
-                    str(self.upsampler_id_or_path), subfolder=self.upsampler_subfolder, use_safetensors=True,
-                    local_files_only=local, torch_dtype=torch_dtype(self.dtype))
-            except OSError as exc:
-                raise MvgenError(f"cannot load the latent upsampler from {self.upsampler_id_or_path}: "
-                                 f"{str(exc).splitlines()[0][:160]}") from exc
+        def load() -> Any:
+            model = from_pretrained(LTX2LatentUpsamplerModel, str(self.upsampler_id_or_path),
+                                    subfolder=self.upsampler_subfolder, use_safetensors=True,
+                                    torch_dtype=torch_dtype(self.dtype))
             pipe = LTX2LatentUpsamplePipeline(vae=self.pipe().vae, latent_upsampler=model).to(self.device)
             pipe.set_progress_bar_config(disable=True)
-            _PIPELINES[key] = pipe
-        return _PIPELINES[key]
+            return pipe
+
+        return cached(("upsampler", self.upsampler_id_or_path, self.upsampler_subfolder, self.dtype, self.device),
+                      load)
 
     # ------------------------------------------------------------------------------------- audio
     def audio_latents(self, audio: np.ndarray, rate: int = 48000) -> Any:

@@ -23,13 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mvgen.errors import MvgenError
 
 SCORE_FORMULA = ("clip_weight*cosine(CLIP text, CLIP image) [if clip_model] + contrast_weight*z(luma std) + "
                  "colourfulness_weight*z(Hasler-Suesstrunk colourfulness) + sharpness_weight*z(mean |Laplacian| of luma); "
                  "z = z-score within the segment; blank frames last; ties to the lower seed")
 
-_CLIP: dict[tuple[str, str], Any] = {}
 
 
 def image_measures(path: Path) -> dict[str, float]:
@@ -78,17 +76,13 @@ class AutoReview:
         import torch
         from transformers import CLIPModel, CLIPProcessor
 
-        key = (self.clip_model, self.device)
-        if key not in _CLIP:
-            local = Path(self.clip_model).expanduser().is_dir()
-            try:
-                model = CLIPModel.from_pretrained(self.clip_model, use_safetensors=True, local_files_only=local)
-                processor = CLIPProcessor.from_pretrained(self.clip_model, local_files_only=local)
-            except OSError as exc:
-                raise MvgenError(f"cannot load CLIP from {self.clip_model}: {str(exc).splitlines()[0][:160]}; "
-                                 "set review.clip_model to a local folder or go online") from exc
-            _CLIP[key] = (model.to(self.device).eval(), processor)
-        model, processor = _CLIP[key]
+        from mvgen.models import cached, from_pretrained
+
+        def load() -> tuple[Any, Any]:
+            model = from_pretrained(CLIPModel, self.clip_model, use_safetensors=True)
+            return model.to(self.device).eval(), from_pretrained(CLIPProcessor, self.clip_model)
+
+        model, processor = cached(("clip", self.clip_model, self.device), load)
         images = [Image.open(c["path"]).convert("RGB") for c in candidates]
         texts = [c.get("prompt") or "" for c in candidates]
         inputs = processor(text=texts, images=images, return_tensors="pt", padding=True, truncation=True)
