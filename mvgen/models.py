@@ -33,6 +33,16 @@ def describe_source(id_or_path: str) -> str:
     return f"local folder {id_or_path}" if Path(id_or_path).expanduser().is_dir() else f"hub id {id_or_path}"
 
 
+def _resolve(id_or_path: str) -> tuple[str, bool]:
+    """(the path or id to load from, whether it is a local folder); anything else is one line."""
+    source = os.path.expanduser(id_or_path)
+    local = Path(source).is_dir()
+    if not local and ("/" not in id_or_path or id_or_path.startswith((".", "/", "~"))):
+        raise MvgenError(f"model {id_or_path!r} is neither a local folder nor a hub id (owner/name); "
+                         "fix id_or_path")
+    return source, local
+
+
 def cached(key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
     """The process-wide model cache: ``load()`` runs once per key; ``release_models`` empties it."""
     if key not in _PIPELINES:
@@ -43,11 +53,7 @@ def cached(key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
 def from_pretrained(cls: Any, id_or_path: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained`` from a local folder (no hub lookups) or a hub id; a failure is one line.
     Weight-carrying classes are called with ``use_safetensors=True`` by their callers."""
-    source = os.path.expanduser(id_or_path)
-    local = Path(source).is_dir()
-    if not local and ("/" not in id_or_path or id_or_path.startswith((".", "/", "~"))):
-        raise MvgenError(f"model {id_or_path!r} is neither a local folder nor a hub id (owner/name); "
-                         "fix id_or_path")
+    source, local = _resolve(id_or_path)
     try:
         return cls.from_pretrained(source, local_files_only=local, **kwargs)
     except (OSError, ValueError) as exc:
@@ -55,6 +61,17 @@ def from_pretrained(cls: Any, id_or_path: str, **kwargs: Any) -> Any:
                 "download it first (huggingface-cli download) and set id_or_path to the folder, or go online")
         raise MvgenError(f"cannot load {cls.__name__} from {describe_source(id_or_path)}: "
                          f"{str(exc).splitlines()[0][:200]}; {hint}") from exc
+
+
+def load_config(cls: Any, id_or_path: str, subfolder: str | None = None, revision: str | None = None) -> dict[str, Any]:
+    """A component's ``config.json`` only (no weights): what a renderer derives its frame rule from."""
+    source, local = _resolve(id_or_path)
+    try:
+        return dict(cls.load_config(source, subfolder=subfolder, revision=revision, local_files_only=local))
+    except (OSError, ValueError) as exc:
+        raise MvgenError(f"cannot read the {subfolder or cls.__name__} config of {describe_source(id_or_path)}: "
+                         f"{str(exc).splitlines()[0][:200]}; check id_or_path (a folder saved with "
+                         "save_pretrained, or a hub id while online)") from exc
 
 
 def load_pipeline(pipeline_class: Any, id_or_path: str, revision: str | None = None, dtype: str = "float32",
@@ -80,6 +97,8 @@ def release_models() -> None:
     """Drop every cached pipeline and return its memory (before a retry with memory-saving settings)."""
     import gc
 
+    if not _PIPELINES:
+        return
     _PIPELINES.clear()
     gc.collect()
     try:

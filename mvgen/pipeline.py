@@ -70,9 +70,12 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
+def _needs_less_memory(exc: BaseException) -> bool:
+    """Out of memory, or a tensor too large for 32-bit indexing: both call for the backend's fallbacks."""
+    from mvgen.stages.render_ltx import is_index_limit_error
+
     name = type(exc).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower() or is_index_limit_error(exc)
 
 
 class ReviewPending(Exception):
@@ -180,6 +183,9 @@ class Pipeline:
         try:
             yield stats
         finally:
+            from mvgen.models import release_models
+
+            release_models()  # a stage's models leave the GPU before the next stage loads its own
             stats.seconds += time.perf_counter() - start
             log.info("%-9s %6.2f s  hits %d  misses %d", name, stats.seconds, stats.hits, stats.misses)
 
@@ -261,11 +267,13 @@ class Pipeline:
             backend = self.stages.segment
             cuts = self.song.get("cuts") or {}
             song_part = {"bpm": self.song.get("bpm"), "cuts": cuts}
+            rule = self.stages.render.frame_rule()  # derived from the render model's configs, no weights
             key = self._key("segment", self.configs["segment"], {"annotation": annotation["hash"],
-                                                                 "song.wav": song["hash"], "song": song_part})
+                                                                 "song.wav": song["hash"], "song": song_part,
+                                                                 "frame_rule": rule.to_dict()})
             def build(tmp: Path) -> dict[str, Any]:
                 plan = backend.plan(annotation["data"], tmp, song_wav=song["wav"], bpm=self.song.get("bpm"),
-                                    pins=cuts.get("pin", []), forbid=cuts.get("forbid", []))
+                                    pins=cuts.get("pin", []), forbid=cuts.get("forbid", []), rule=rule)
                 check_plan(plan)
                 return plan["report"]
 
@@ -330,13 +338,14 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 -- one segment's failure must not cost the others
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 log.warning("%s %s failed (attempt %d/%d): %s", stage, segment, attempt, attempts, error)
-                if _is_out_of_memory(exc) and hasattr(backend, "degrade"):
-                    fallback = backend.degrade()
+                if _needs_less_memory(exc) and hasattr(backend, "degrade"):
+                    fallback = backend.degrade(exc)
                     if fallback:
                         from mvgen.models import release_models
 
                         release_models()
-                        log.warning("%s %s: out of memory, retrying with %s", stage, segment, fallback)
+                        log.warning("%s %s: %s, retrying with %s", stage, segment,
+                                    "out of memory" if "memory" in error.lower() else "tensor too large", fallback)
                         attempt -= 1  # a memory fallback is a new configuration, not a spent attempt
                         continue
                 if attempt < attempts and backoff > 0:
@@ -469,6 +478,7 @@ class Pipeline:
     def _render(self, plan: dict[str, Any], review: dict[str, Any], song: dict[str, Any]) -> dict[str, Path]:
         with self._stage("render") as stats:
             backend = self.stages.render
+            backend.frame_rule().check_plan(plan["data"]["segments"])  # before any model loads or denoises
             jobs = []
             for segment in plan["data"]["segments"]:
                 image = review["approved"].get(segment["name"])
@@ -480,6 +490,9 @@ class Pipeline:
                 build = partial(_build_clip, backend, segment, image["path"], image["prompt"], song["wav"],
                                 plan["data"]["fps"])
                 jobs.append((segment, key, build))
+            pending = [job for job in jobs if self.store.get("render", job[1]) is None]
+            if self.devices <= 1 and pending:  # each prompt encoded once, then the text encoder leaves the GPU
+                backend.prepare([review["approved"][segment["name"]]["prompt"] for segment, _, _ in pending])
             fanned = self._fan_out("render", [(key, build) for _, key, build in jobs])
             clips: dict[str, Path] = {}
             for segment, key, build in self._bar(jobs, "render"):

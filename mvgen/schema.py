@@ -150,8 +150,7 @@ class PhrasePlannerConfig:
     snap_tolerance: float = 0.25  # seconds
     beats_per_bar: int = 4
     fps: int = "${render.fps}"  # type: ignore[assignment]
-    frame_step: int = "${render.frame_step}"  # type: ignore[assignment]
-    max_frames: int = "${render.max_frames}"  # type: ignore[assignment]
+    # clip lengths follow the render model's frame rule (mvgen/framing.py), handed over at plan time
 
 
 # ------------------------------------------------------------------------------------ frames stage
@@ -241,30 +240,29 @@ class AnimaticRenderConfig:
 
 @dataclass
 class LtxRenderConfig:
-    _target_: str = "mvgen.stages.render.LtxRenderer"
+    _target_: str = "mvgen.stages.render_ltx.LtxRenderer"
     id_or_path: str = "diffusers/LTX-2.3-Distilled-Diffusers"  # hub id or local LTX2DFRPipeline folder
     revision: Optional[str] = None
     dtype: str = "bfloat16"
     device: str = "${runtime.device}"
-    offload: bool = False  # model CPU offload (24-32 GB cards)
-    vae_tiling: bool = False
+    offload: bool = False  # model CPU offload (cards under 80 GB)
+    vae_tiling: bool = False  # always tile; otherwise tiling switches on for decodes past the 32-bit index limit
     fps: int = 25
     width: int = 1920
     height: int = 1088
-    frame_step: int = 8  # num_frames = 8k + 1
-    max_frames: int = 257  # about 10 s at 25 fps; LTX handles up to about 20 s
-    two_stage: bool = False  # half resolution, x2 latent upsampler, refine with the audio still frozen
-    upsampler_id_or_path: Optional[str] = None
-    upsampler_subfolder: Optional[str] = None
+    max_frames: int = 257  # the longest clip; the frame rule itself (LTX: 8k+1, canvas 24/32) comes from the model
+    two_stage: bool = True  # Lightricks' recipe: half resolution, x2 latent upsampler, distilled stage-2 refine
+    upsampler_id_or_path: Optional[str] = "dg845/LTX-2.3-Spatial-Upsampler-Diffusers"
+    upsampler_subfolder: Optional[str] = "latent_upsampler"
     sigmas: Optional[List[float]] = None  # default: the distilled schedule
-    stage2_sigmas: Optional[List[float]] = None
-    image_crf: Optional[int] = None  # H.264 CRF of the conditioning frame; default: what the checkpoint was trained with (33)
+    stage2_sigmas: Optional[List[float]] = None  # default: 0.909375, 0.725, 0.421875 (then 0)
+    image_crf: Optional[int] = 33  # H.264 CRF of the conditioning frame: 33 for LTX-2.0 to 2.3 (18 from 2.5)
     seed: int = "${seed}"  # type: ignore[assignment]
     motion: str = "natural motion, the performer sings in time with the music, subtle camera movement"
     clip_candidates: int = 1  # K clips per segment, one kept by clip_selection
     clip_selection: str = "most_motion"  # most_motion | least_motion | first
     audio_noise: float = 0.0  # light noise on the conditioning audio only (helps lip motion on clean vocals)
-    max_sequence_length: int = 1024
+    max_sequence_length: int = 1024  # a multiple of 128 (the text connectors' registers)
     preset: str = "veryfast"
     crf: int = 18
 

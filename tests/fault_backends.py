@@ -31,7 +31,7 @@ class FlakyAnimatic(AnimaticRenderer):
         super().__init__(**kwargs)
         self.memory_saving = False
 
-    def degrade(self) -> str | None:
+    def degrade(self, exc: BaseException | None = None) -> str | None:
         if self.memory_saving:
             return None
         self.memory_saving = True

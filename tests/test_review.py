@@ -66,6 +66,28 @@ def test_diffusers_frames_from_a_saved_tiny_sdxl(tiny_sdxl: Path, tmp_path: Path
                   - np.asarray(images[2], np.int16)).max() <= 2
 
 
+@pytest.mark.parametrize("pipeline,expected", [("Flux2KleinPipeline", "one shared list"),
+                                               ("QwenImageEditPlusPipeline", "one per prompt")])
+def test_the_identity_reference_is_passed_the_way_the_pipeline_reads_it(monkeypatch: pytest.MonkeyPatch,
+                                                                        pipeline: str, expected: str) -> None:
+    """FLUX.2 reads ``image`` as references shared by every prompt: once, not once per prompt."""
+    seen: dict[str, object] = {}
+
+    def call(self: object, prompt: list[str], image: object = None, **kwargs: object) -> object:
+        seen["image"] = image
+        return type("Out", (), {"images": [Image.new("RGB", (96, 64)) for _ in prompt]})()
+
+    stub = type(pipeline, (), {"__call__": call})()
+    frames = DiffusersFrames(pipeline=pipeline, id_or_path="x/y", device="cpu", width=96, height=64, batch_size=3)
+    monkeypatch.setattr(frames, "_pipe", lambda: stub)
+    reference = Image.new("RGB", (96, 64), (200, 10, 10))
+    frames._run(_prompts(3), reference)
+    if expected == "one shared list":
+        assert seen["image"] == [reference]
+    else:
+        assert seen["image"] == [reference] * 3
+
+
 def test_diffusers_frames_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(MvgenError, match="frames.scheduler"):
         DiffusersFrames(pipeline="StableDiffusionXLPipeline", id_or_path="x/y", scheduler="magic")

@@ -9,9 +9,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mvgen.errors import MvgenError
+from mvgen.framing import FrameRule
 from mvgen.stages.annotate import with_instrumentals
 from mvgen.stages.beats import BeatGrid
 from mvgen.stages.segment import PhrasePlanner, frames_to_generate
+
+
+# LTX-2 DFR: 8k+1 frames whose canvas (n - 1 in whole 24- or 32-frame segments) needs no padding
+LTX_RULE = FrameRule(step=8, canvas=(24, 32), max_frames=257)
+
+
+@pytest.mark.parametrize("covered,expected", [(1, 25), (2, 25), (25, 25), (26, 33), (34, 49), (120, 121),
+                                              (122, 129), (130, 145), (186, 193), (200, 217), (257, 257)])
+def test_ltx_canvas_rule_wastes_no_padding(covered: int, expected: int) -> None:
+    from diffusers.pipelines.ltx2.dfr_layout import resolve_canvas
+
+    assert LTX_RULE.frames_for(covered) == expected
+    assert resolve_canvas(expected, 8)[0] == expected  # the pipeline's own canvas: nothing padded
+    assert LTX_RULE.largest() == 257 and FrameRule(step=8, canvas=(24, 32), max_frames=250).largest() == 241
+
+
+def test_a_rule_too_short_for_min_seconds_is_one_line() -> None:
+    with pytest.raises(MvgenError, match="shorter than segment.min_seconds") as info:
+        PhrasePlanner(min_seconds=4.0, fps=25).plan(_annotation(20.0, [(1.0, 3.0)]), beats=BeatGrid(),
+                                                     rule=FrameRule(step=8, max_frames=49))
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("covered,expected", [(1, 1), (2, 9), (9, 9), (10, 17), (120, 121), (121, 121),
@@ -58,14 +80,15 @@ def _grid(duration: float, bpm: float, phase: float) -> BeatGrid:
 
 @given(layout=layouts(), fps=st.sampled_from([24, 25, 30]), max_seconds=st.floats(min_value=4.0, max_value=10.0),
        strategy=st.sampled_from(["phrase", "beat", "fixed"]), bpm=st.floats(min_value=60, max_value=180),
-       phase=st.floats(min_value=0.0, max_value=0.5), with_beats=st.booleans())
+       phase=st.floats(min_value=0.0, max_value=0.5), with_beats=st.booleans(),
+       rule=st.sampled_from([FrameRule(step=8, max_frames=257), LTX_RULE]))
 @settings(max_examples=80, deadline=None)
 def test_plan_invariants(layout: dict[str, Any], fps: int, max_seconds: float, strategy: str, bpm: float,
-                         phase: float, with_beats: bool) -> None:
+                         phase: float, with_beats: bool, rule: FrameRule) -> None:
     planner = PhrasePlanner(min_seconds=2.0, target_seconds=min(5.0, max_seconds), max_seconds=max_seconds,
-                            fps=fps, frame_step=8, max_frames=257, strategy=strategy)
+                            fps=fps, strategy=strategy)
     beats = _grid(layout["duration"], bpm, phase) if with_beats else BeatGrid()
-    plan = planner.plan(layout, beats=beats)
+    plan = planner.plan(layout, beats=beats, rule=rule)
     segments = plan["segments"]
     total = round(layout["duration"] * fps)
     assert plan["total_frames"] == total
@@ -77,7 +100,8 @@ def test_plan_invariants(layout: dict[str, Any], fps: int, max_seconds: float, s
         assert s["frames"] == s["end_frame"] - s["start_frame"] >= 1
         assert s["start"] == pytest.approx(s["start_frame"] / fps) and s["end"] == pytest.approx(s["end_frame"] / fps)
         assert s["frames"] <= planner.max_len  # within max_seconds and the frame budget
-        assert s["generate_frames"] == frames_to_generate(s["frames"], 8) <= 257
+        assert s["generate_frames"] == rule.frames_for(s["frames"]) <= 257
+        assert rule.allowed(s["generate_frames"]) and rule.canvas_frames(s["generate_frames"]) == s["generate_frames"]
     if strategy != "phrase":
         return
     # phrase integrity: every phrase that fits the maximum lies inside one segment (to the frame)
@@ -153,8 +177,6 @@ def test_cuts_land_just_before_phrases() -> None:
 @pytest.mark.parametrize("kwargs,match", [
     ({"min_seconds": 6.0, "target_seconds": 5.0, "max_seconds": 8.0}, "min_seconds <= target_seconds"),
     ({"fps": 0}, "fps must be positive"),
-    ({"max_frames": 200}, "frame rule"),
-    ({"min_seconds": 4.0, "max_frames": 49}, "shorter than segment.min_seconds"),
     ({"strategy": "random"}, "segment.strategy"),
     ({"snap": "bar"}, "segment.snap"),
 ])

@@ -160,6 +160,9 @@ SCHEDULERS = {
     "flow_heun": "FlowMatchHeunDiscreteScheduler",
 }
 REFERENCE_MODES = ("none", "given", "generate")
+# Pipelines whose ``image`` is one list of references shared by every prompt of the batch (FLUX.2 packs them
+# into one conditioning sequence repeated per prompt): they get the reference once, not once per prompt.
+SHARED_REFERENCE_PIPELINES = ("Flux2Pipeline", "Flux2KleinPipeline", "Flux2KleinKVPipeline")
 
 
 class DiffusersFrames:
@@ -199,7 +202,7 @@ class DiffusersFrames:
         self.reference, self.reference_image, self.reference_prompt = reference, reference_image, reference_prompt
         self.extra = dict(extra or {})
 
-    def degrade(self) -> str | None:
+    def degrade(self, exc: BaseException | None = None) -> str | None:
         """The next memory-saving fallback after an out-of-memory error, or None when all are on."""
         if self.batch_size > 1:
             self.batch_size = 1
@@ -261,7 +264,9 @@ class DiffusersFrames:
         if self.negative_prompt and "negative_prompt" in parameters and any(spec.get("negative") for spec in batch):
             kwargs["negative_prompt"] = [spec.get("negative") or "" for spec in batch]
         if reference is not None:
-            if "image" in parameters:
+            if "image" in parameters and type(pipe).__name__ in SHARED_REFERENCE_PIPELINES:
+                kwargs["image"] = [reference]
+            elif "image" in parameters:
                 kwargs["image"] = [reference] * len(batch) if len(batch) > 1 else reference
             else:
                 log.warning("%s takes no reference image; the identity reference is not used", self.pipeline_name)

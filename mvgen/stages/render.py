@@ -4,7 +4,7 @@ Every renderer generates ``segment["generate_frames"]`` frames (the video model'
 8k+1), and the clip keeps exactly the ``segment["frames"]`` it covers, so clips tile the song
 frame-exactly. Each clip carries its slice of the original song as AAC, for reviewing clips alone.
 
-``LtxRenderer``: LTX-2.3 audio-conditioned image-to-video (see the class).
+``LtxRenderer`` (``render_ltx.py``): LTX-2.3 audio-conditioned image-to-video on Lightricks' two-stage recipe.
 
 ``AnimaticRenderer`` (CPU preview): a slow camera move on the approved frame (push in, pull out, pan,
 rise; chosen per segment from the seed) with the current lyric line as a caption whose words light up
@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mvgen.errors import MvgenError
+from mvgen.framing import FrameRule
 from mvgen.media.fonts import font
 from mvgen.media.video import write_clip
 from mvgen.stages.prompts import derive_seed
@@ -43,10 +44,21 @@ class AnimaticRenderer:
                              "e.g. 960x544 or 1920x1088")
         if not 0 <= zoom < 1:
             raise MvgenError(f"render.zoom={zoom}; use a value in [0, 1)")
+        if frame_step > 1 and (max_frames - 1) % frame_step:
+            raise MvgenError(f"render.max_frames={max_frames} breaks the frame rule {frame_step}k+1; "
+                             f"use e.g. {frame_step * ((max_frames - 1) // frame_step) + 1}")
         self.fps, self.width, self.height = fps, width, height
         self.frame_step, self.max_frames = frame_step, max_frames
         self.zoom, self.captions = zoom, captions
         self.preset, self.crf, self.seed = preset, crf, seed
+
+    def frame_rule(self) -> FrameRule:
+        """The animatic stands in for the video model: its frame rule is the one its config names."""
+        return FrameRule(step=max(1, self.frame_step), grid=32, max_frames=self.max_frames,
+                         source="render.frame_step (animatic)")
+
+    def prepare(self, prompts: list[str]) -> None:
+        """Nothing to encode ahead: the animatic does not read prompts."""
 
     def camera_move(self, segment: dict[str, Any]) -> str:
         return CAMERA_MOVES[derive_seed(self.seed, "camera", segment["index"]) % len(CAMERA_MOVES)]
@@ -54,9 +66,7 @@ class AnimaticRenderer:
     def render(self, segment: dict[str, Any], image_path: Path, audio: np.ndarray, out_path: Path,
                prompt: str = "") -> dict[str, Any]:
         """audio: the song from the segment's start, covering every generated frame (48 kHz stereo)."""
-        if segment["generate_frames"] > self.max_frames:
-            raise MvgenError(f"{segment['name']} needs {segment['generate_frames']} frames, over render.max_frames="
-                             f"{self.max_frames}; lower segment.max_seconds")
+        self.frame_rule().check_segment(segment)
         generated = self.generate(segment, image_path)
         covered = segment["frames"]
         count = write_clip(out_path, _take(generated, covered), self.fps, self.width, self.height,
@@ -142,189 +152,3 @@ class _CaptionPainter:
             draw.text((x, y), text, font=face, fill=(255, 255, 255) if i < lit else (120, 120, 130))
             x += width + space
         return band
-
-
-class LtxRenderer:
-    """LTX-2.3 audio-conditioned image-to-video: ``LTX2DFRPipeline`` with the approved frame pinned at frame 0
-    and the segment's audio encoded by the audio VAE and held clean (``freeze_audio=True``), so motion follows
-    the song's phrasing and breaths. The clip's audio is the original song, never the vocoder's.
-
-    Two-stage (``two_stage=true``): stage 1 at half resolution, the x2 latent upsampler, then a refine pass at
-    full resolution on the distilled stage-2 schedule with the audio still frozen (Lightricks'
-    A2VidPipelineTwoStage recipe). Memory switches: ``offload`` (model CPU offload), ``vae_tiling``.
-    """
-
-    def __init__(self, id_or_path: str, revision: str | None = None, dtype: str = "bfloat16", device: str = "cuda",
-                 offload: bool = False, vae_tiling: bool = False, fps: int = 25, width: int = 1920,
-                 height: int = 1088, frame_step: int = 8, max_frames: int = 257, two_stage: bool = False,
-                 upsampler_id_or_path: str | None = None, upsampler_subfolder: str | None = None,
-                 sigmas: list[float] | None = None, stage2_sigmas: list[float] | None = None,
-                 image_crf: int | None = None, seed: int = 0, motion: str = "", clip_candidates: int = 1,
-                 clip_selection: str = "most_motion", audio_noise: float = 0.0, max_sequence_length: int = 1024,
-                 preset: str = "veryfast", crf: int = 18) -> None:
-        grid = 64 if two_stage else 32
-        if width % grid or height % grid:
-            raise MvgenError(f"render size {width}x{height}: LTX needs multiples of {grid}"
-                             f"{' for two-stage' if two_stage else ''}; e.g. 1920x1088")
-        if fps <= 0:
-            raise MvgenError(f"render.fps={fps}; use a positive frame rate such as 25")
-        if two_stage and not upsampler_id_or_path:
-            raise MvgenError("render.two_stage=true needs render.upsampler_id_or_path (the x2 latent upsampler)")
-        if clip_selection not in ("most_motion", "least_motion", "first"):
-            raise MvgenError(f"render.clip_selection={clip_selection!r}; use most_motion, least_motion or first")
-        if clip_candidates < 1:
-            raise MvgenError("render.clip_candidates must be at least 1")
-        self.id_or_path, self.revision, self.dtype, self.device = id_or_path, revision, dtype, device
-        self.offload, self.vae_tiling = offload, vae_tiling
-        self.fps, self.width, self.height = fps, width, height
-        self.frame_step, self.max_frames = frame_step, max_frames
-        self.two_stage = two_stage
-        self.upsampler_id_or_path, self.upsampler_subfolder = upsampler_id_or_path, upsampler_subfolder
-        self.sigmas, self.stage2_sigmas = sigmas, stage2_sigmas
-        self.image_crf, self.seed, self.motion = image_crf, seed, motion
-        self.clip_candidates, self.clip_selection = clip_candidates, clip_selection
-        self.audio_noise, self.max_sequence_length = audio_noise, max_sequence_length
-        self.preset, self.crf = preset, crf
-
-    def degrade(self) -> str | None:
-        """The next memory-saving fallback after an out-of-memory error, or None when all are on."""
-        if not self.offload:
-            self.offload = True
-            return "model CPU offload"
-        if not self.vae_tiling:
-            self.vae_tiling = True
-            return "VAE tiling"
-        return None
-
-    # ------------------------------------------------------------------------------------- models
-    def pipe(self) -> Any:
-        from diffusers import LTX2DFRPipeline
-
-        from mvgen.models import load_pipeline
-
-        pipe = load_pipeline(LTX2DFRPipeline, self.id_or_path, self.revision, self.dtype, self.device, self.offload)
-        if self.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
-            pipe.vae.enable_tiling()
-        return pipe
-
-    def upsampler(self) -> Any:
-        from diffusers import LTX2LatentUpsamplePipeline
-        from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
-
-        from mvgen.models import cached, from_pretrained, torch_dtype
-
-        def load() -> Any:
-            model = from_pretrained(LTX2LatentUpsamplerModel, str(self.upsampler_id_or_path),
-                                    subfolder=self.upsampler_subfolder, use_safetensors=True,
-                                    torch_dtype=torch_dtype(self.dtype))
-            pipe = LTX2LatentUpsamplePipeline(vae=self.pipe().vae, latent_upsampler=model).to(self.device)
-            pipe.set_progress_bar_config(disable=True)
-            return pipe
-
-        return cached(("upsampler", self.upsampler_id_or_path, self.upsampler_subfolder, self.dtype, self.device),
-                      load)
-
-    # ------------------------------------------------------------------------------------- audio
-    def audio_latents(self, audio: np.ndarray, rate: int = 48000) -> Any:
-        """Waveform [n, 2] -> raw audio-VAE latents [1, C, T, mel]: log-mel (n_fft 1024, hop = the VAE's
-        mel_hop_length, slaney, power 1), log(clamp 1e-5), then ``audio_vae.encode(...).latent_dist.mode()``."""
-        import torch
-        import torchaudio
-
-        from mvgen.media.audio import resample
-
-        vae = self.pipe().audio_vae
-        config = vae.config
-        wave = resample(np.ascontiguousarray(audio, dtype=np.float32), rate, config.sample_rate)
-        if self.audio_noise > 0:  # light noise helps lip motion on very clean vocals; the clip keeps clean audio
-            rms = float(np.sqrt(np.mean(wave ** 2))) or 1e-3
-            noise = np.random.default_rng(self.seed).standard_normal(wave.shape).astype(np.float32)
-            wave = wave + self.audio_noise * rms * noise
-        tensor = torch.from_numpy(np.ascontiguousarray(wave.T))  # [channels, samples]
-        if tensor.shape[0] == 1 and config.in_channels == 2:
-            tensor = tensor.repeat(2, 1)
-        mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=config.sample_rate, n_fft=1024, win_length=1024, hop_length=config.mel_hop_length, f_min=0.0,
-            f_max=config.sample_rate / 2, n_mels=config.mel_bins, window_fn=torch.hann_window, center=True,
-            pad_mode="reflect", power=1.0, mel_scale="slaney", norm="slaney")(tensor)
-        mel = torch.log(torch.clamp(mel, min=1e-5)).permute(0, 2, 1).unsqueeze(0)  # [1, C, T, mel]
-        with torch.no_grad():
-            return vae.encode(mel.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
-
-    # ------------------------------------------------------------------------------------- render
-    def render(self, segment: dict[str, Any], image_path: Path, audio: np.ndarray, out_path: Path,
-               prompt: str = "") -> dict[str, Any]:
-        """audio: the song from the segment's start, covering every generated frame (48 kHz stereo)."""
-        if segment["generate_frames"] > self.max_frames:
-            raise MvgenError(f"{segment['name']} needs {segment['generate_frames']} frames, over render.max_frames="
-                             f"{self.max_frames}; lower segment.max_seconds")
-        latents = self.audio_latents(audio)
-        best, scores = None, []
-        for k in range(self.clip_candidates):
-            frames = self.generate(segment, image_path, latents, prompt, k)
-            motion = float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean()) if len(frames) > 1 else 0.0
-            scores.append(round(motion, 4))
-            if best is None or self._better(motion, scores[best[0]]):
-                best = (k, frames)
-        assert best is not None
-        chosen, frames = best
-        covered = segment["frames"]
-        clip_audio = audio[: int(round(covered / self.fps * 48000))]
-        count = write_clip(out_path, iter(frames[:covered]), self.fps, self.width, self.height, self.preset, self.crf,
-                           audio=clip_audio)
-        if count != covered:
-            raise RuntimeError(f"{segment['name']}: rendered {count} of {covered} frames")
-        return {"frames": count, "generated": int(len(frames)), "candidate": chosen, "motion": scores,
-                "frozen": scores[chosen] < 0.5, "audio_latents_shape": list(latents.shape)}
-
-    def _better(self, motion: float, incumbent: float) -> bool:
-        if self.clip_selection == "first":
-            return False
-        return motion > incumbent if self.clip_selection == "most_motion" else motion < incumbent
-
-    def generate(self, segment: dict[str, Any], image_path: Path, audio_latents: Any, prompt: str,
-                 candidate: int = 0) -> np.ndarray:
-        """``segment["generate_frames"]`` RGB uint8 frames [F, H, W, 3] for one clip candidate."""
-        import torch
-        from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
-        from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
-        from PIL import Image as PILImage
-
-        pipe = self.pipe()
-        image = PILImage.open(image_path).convert("RGB").resize((self.width, self.height), PILImage.LANCZOS)
-        text = " ".join(f"{prompt} {self.motion}".split())
-        seed = derive_seed(self.seed, "render", segment["index"], candidate)
-        common = dict(prompt=text, num_frames=segment["generate_frames"], frame_rate=float(self.fps),
-                      audio_latents=audio_latents, freeze_audio=True, generate_slots=False,
-                      max_sequence_length=self.max_sequence_length)
-        sigmas = list(self.sigmas or DISTILLED_SIGMA_VALUES)
-        if not self.two_stage:
-            result = pipe(**common, conditions=[LTX2VideoCondition(frames=image, index=0, strength=1.0,
-                                                                   crf=self.image_crf)],
-                          height=self.height, width=self.width, sigmas=sigmas, output_type="np",
-                          generator=torch.Generator(device="cpu").manual_seed(seed))
-        else:
-            half = image.resize((self.width // 2, self.height // 2), PILImage.LANCZOS)
-            stage1 = pipe(**common, conditions=[LTX2VideoCondition(frames=half, index=0, strength=1.0,
-                                                                   crf=self.image_crf)],
-                          height=self.height // 2, width=self.width // 2, sigmas=sigmas, output_type="latent",
-                          generator=torch.Generator(device="cpu").manual_seed(seed))
-            upsampled = self.upsampler()(latents=stage1.frames, height=self.height // 2, width=self.width // 2,
-                                         num_frames=segment["generate_frames"], output_type="latent").frames
-            stage2_sigmas = list(self.stage2_sigmas or STAGE_2_DISTILLED_SIGMA_VALUES)
-            result = pipe(**common, conditions=[LTX2VideoCondition(frames=image, index=0, strength=1.0,
-                                                                   crf=self.image_crf)],
-                          latents=upsampled, height=self.height, width=self.width, sigmas=stage2_sigmas,
-                          noise_scale=stage2_sigmas[0], output_type="np",
-                          generator=torch.Generator(device="cpu").manual_seed(seed + 1))
-        frames = np.asarray(result.frames[0], dtype=np.float32)
-        if not np.isfinite(frames).all():
-            raise RuntimeError(f"{segment['name']}: the video model produced NaN/inf pixels")
-        if frames.shape[0] != segment["generate_frames"]:
-            raise RuntimeError(f"{segment['name']}: the video model returned {frames.shape[0]} frames, "
-                               f"expected {segment['generate_frames']}")
-        frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        if frames.shape[1:3] != (self.height, self.width):
-            frames = np.stack([np.asarray(PILImage.fromarray(f).resize((self.width, self.height), PILImage.BILINEAR))
-                               for f in frames])
-        return frames

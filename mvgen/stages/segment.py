@@ -25,14 +25,16 @@ Cost of a plan = sum over segments of ``((length - target) / target) ** 2``
                  ``SNAP_MISS``; with ``snap=downbeat`` a cut on a plain beat costs ``SNAP_BEAT`` plus its
                  distance, so bars win over beats and beats over nothing. In instrumental stretches this
                  makes windows of whole bars.
-Hard limits: no segment longer than ``max_seconds`` or than the renderer's ``max_frames``; cuts the song
+Hard limits: no segment longer than ``max_seconds`` or than the longest clip of the renderer's frame rule
+(``mvgen.framing.FrameRule``, derived from its model); cuts the song
 pins (``song.cuts.pin``) are always taken. A segment shorter than ``min_seconds`` costs ``SHORT`` (less
 than splitting a phrase: a song whose phrases leave no room for the minimum gets a short clip, not a cut
 phrase).
 
 Invariants (tested): segments are contiguous from frame 0 to ``round(duration * fps)``, boundaries on the
 frame grid, frame counts sum exactly to the song's frame count; each segment records the frames it covers
-and the frames the renderer must generate (the smallest legal count, LTX: 8k+1).
+and the frames the renderer must generate (the smallest count the model runs without canvas padding;
+LTX-2 DFR: 8k+1 with k a multiple of 3 or 4).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from mvgen.errors import MvgenError
+from mvgen.framing import FrameRule
 from mvgen.stages.beats import BeatGrid, detect_beats
 from mvgen.util import write_json
 
@@ -67,17 +70,12 @@ MOODS = {
 
 def frames_to_generate(covered: int, frame_step: int) -> int:
     """Smallest count of the form ``frame_step * k + 1`` that covers ``covered`` frames (LTX: 8k+1)."""
-    if covered < 1:
-        raise ValueError(f"a segment must cover at least one frame, got {covered}")
-    if frame_step <= 1:
-        return covered
-    k = -(-(covered - 1) // frame_step)  # ceil division
-    return frame_step * k + 1
+    return FrameRule(step=max(1, frame_step), max_frames=10**6).frames_for(covered)
 
 
 class PhrasePlanner:
     def __init__(self, min_seconds: float = 2.0, target_seconds: float = 5.0, max_seconds: float = 8.0,
-                 lead_in: float = 0.24, fps: int = 25, frame_step: int = 8, max_frames: int = 257,
+                 lead_in: float = 0.24, fps: int = 25,
                  strategy: str = "phrase", snap: str = "downbeat", snap_tolerance: float = 0.25,
                  beats_per_bar: int = 4) -> None:
         if fps <= 0:
@@ -85,9 +83,6 @@ class PhrasePlanner:
         if not 0 < min_seconds <= target_seconds <= max_seconds:
             raise MvgenError(f"segment limits must satisfy 0 < min_seconds <= target_seconds <= max_seconds, got "
                              f"{min_seconds}, {target_seconds}, {max_seconds}; fix segment.*_seconds")
-        if frame_step > 1 and (max_frames - 1) % frame_step:
-            raise MvgenError(f"render.max_frames={max_frames} breaks the frame rule {frame_step}k+1; "
-                             f"use e.g. {frame_step * ((max_frames - 1) // frame_step) + 1}")
         if strategy not in STRATEGIES:
             raise MvgenError(f"segment.strategy={strategy!r}; use one of {', '.join(STRATEGIES)}")
         if snap not in SNAPS:
@@ -95,17 +90,25 @@ class PhrasePlanner:
         if snap_tolerance < 0 or beats_per_bar < 1:
             raise MvgenError("segment.snap_tolerance must be >= 0 and segment.beats_per_bar >= 1")
         self.fps = fps
-        self.frame_step = frame_step
-        self.max_frames = max_frames
+        self.min_seconds = min_seconds
         self.min_frames = max(1, round(min_seconds * fps))
         self.target_frames = max(1, round(target_seconds * fps))
-        self.max_len = min(round(max_seconds * fps), max_frames)
-        if self.max_len < self.min_frames:
-            raise MvgenError(f"render.max_frames={max_frames} ({max_frames / fps:.2f} s) is shorter than "
-                             f"segment.min_seconds={min_seconds}; raise max_frames or lower min_seconds")
+        self.max_seconds_frames = round(max_seconds * fps)
+        self.rule = FrameRule()
+        self.max_len = self.max_seconds_frames
         self.lead_in_frames = round(lead_in * fps)
         self.strategy, self.snap = strategy, snap
         self.snap_tolerance, self.beats_per_bar = snap_tolerance, beats_per_bar
+
+    def _use_rule(self, rule: FrameRule) -> None:
+        """The longest clip is the shorter of segment.max_seconds and the longest the model can generate."""
+        longest = rule.largest()
+        if longest < self.min_frames:
+            raise MvgenError(f"the render model's longest clip is {longest} frames ({longest / self.fps:.2f} s; "
+                             f"{rule.describe()}), shorter than segment.min_seconds={self.min_seconds}; "
+                             "raise render.max_frames or lower segment.min_seconds")
+        self.rule = rule
+        self.max_len = min(self.max_seconds_frames, longest)
 
     @property
     def needs_beats(self) -> bool:
@@ -114,8 +117,11 @@ class PhrasePlanner:
     # ---------------------------------------------------------------------------------------- API
     def plan(self, annotation: dict[str, Any], out_dir: Path | None = None, song_wav: Path | None = None,
              bpm: float | None = None, pins: list[float] | tuple = (), forbid: list[list[float]] | tuple = (),
-             beats: BeatGrid | None = None) -> dict[str, Any]:
-        """Plan the clip windows. Beats come from ``beats`` or are detected on ``song_wav`` when needed."""
+             beats: BeatGrid | None = None, rule: FrameRule | None = None) -> dict[str, Any]:
+        """Plan the clip windows. Beats come from ``beats`` or are detected on ``song_wav`` when needed.
+        ``rule`` is the renderer's frame rule (derived from its model); every clip's generated frame count
+        satisfies it, with no canvas padding."""
+        self._use_rule(rule or FrameRule())
         duration = float(annotation["duration"])
         total = round(duration * self.fps)
         if total < 1:
@@ -132,7 +138,7 @@ class PhrasePlanner:
         segments = [self._describe(i, a, b, phrases) for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
         plan = {"version": SEGMENTS_VERSION, "fps": self.fps, "duration": duration, "total_frames": total,
                 "strategy": self.strategy, "snap": self.snap,
-                "frame_rule": {"step": self.frame_step, "max_frames": self.max_frames},
+                "frame_rule": self.rule.to_dict(),
                 "beats": beats.to_dict(), "pins": sorted(pinned), "segments": segments,
                 "report": self._report(segments, cuts, phrases, beats)}
         if out_dir is not None:
@@ -319,7 +325,7 @@ class PhrasePlanner:
             "start": round(t0, 6), "end": round(t1, 6),
             "start_frame": start, "end_frame": end,
             "frames": covered,
-            "generate_frames": frames_to_generate(covered, self.frame_step),
+            "generate_frames": self.rule.frames_for(covered),
             "kind": "lyric" if lyric else "instrumental",
             "section": section,
             "section_index": main["section_index"] if main else 1,
