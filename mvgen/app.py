@@ -13,6 +13,7 @@ line naming the key. Nothing on the ``--help`` path imports torch.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -157,10 +158,16 @@ def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as exc:
-        raise MvgenError(f"cannot parse the overrides: {describe_config_error(exc)}") from exc
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except HydraException as exc:
+            key, _, value = override.partition("=")
+            hint = (f"; quote the value for Hydra: \"{key}='{value}'\"" if value and not value.startswith(("'", '"'))
+                    else "")
+            raise MvgenError(f"cannot parse the override {override!r}: {describe_config_error(exc)}{hint}") from exc
+    parsed = parser.parse_overrides(list(overrides))
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     sweeps = [(o.input_line.split("=", 1)[0], list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override()]
     firsts = [f"{key}={values[0]}" for key, values in sweeps if values]
@@ -187,6 +194,31 @@ def _needs_check(args: Any) -> bool:
     """Only overrides can be wrong at compose time; without any, skip the extra composition (about 0.4 s)."""
     flags = (args.help, args.hydra_help, args.cfg, args.info, args.shell_completion)
     return bool(args.overrides) and not any(flags)
+
+
+# ------------------------------------------------------------------------------------- file names
+# Keys whose values are file names or model folders: taken literally, whatever characters they hold.
+PATH_KEYS = ("path", "reference_image", "id_or_path", "upsampler_id_or_path", "vocals_model", "clip_model",
+             "model", "root")
+_OVERRIDE = re.compile(r"^(\+{0,2})([A-Za-z_][\w.]*)=(.*)$", re.DOTALL)
+_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./~@%+-]*$")
+
+
+def quote_path_values(argv: list[str], multirun: bool = False) -> list[str]:
+    """Quote the values of file-name keys for Hydra's override grammar, which takes no spaces, non-ASCII
+    letters, ``=``, ``,`` or brackets unquoted: ``music.path=/x/Été 1.wav`` becomes ``music.path='/x/Été 1.wav'``.
+    In a multirun a comma still separates sweep values."""
+    out = []
+    for arg in argv:
+        match = _OVERRIDE.match(arg)
+        if match:
+            prefix, key, value = match.groups()
+            literal = key.rsplit(".", 1)[-1] in PATH_KEYS and not value.startswith(("'", '"'))
+            if literal and not _PLAIN_VALUE.match(value) and not (multirun and "," in value):
+                escaped = value.replace("'", "\\'")
+                arg = f"{prefix}{key}='{escaped}'"
+        out.append(arg)
+    return out
 
 
 # -------------------------------------------------------------------------------------------- help
@@ -286,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if args_in and args_in[0] == "rerun":
             args_in = _rerun(args_in[1:])
+        args_in = quote_path_values(args_in, multirun=any(a in ("-m", "--multirun") for a in args_in))
         args = get_args_parser().parse_args(args_in)
         if _needs_check(args):
             check_overrides(args.overrides, args.config_dir)

@@ -4,12 +4,14 @@ and the evaluation against ground truth."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from mvgen.errors import MvgenError
+from mvgen.lyrics import LyricLine
 from mvgen.evaluate import line_onset_report, load_truth
 from mvgen.stages.annotate import ANNOTATION_SCHEMA, LrcAnnotation, StableTsAligner, is_vocalise, parse_lrc
 from mvgen.stages.music import DemoSongMaker
@@ -33,7 +35,10 @@ Holding on to you with all my might
 @pytest.mark.parametrize("text,expected", [
     ("Ooh ooh ooh", True), ("la la la", True), ("Hey!", True), ("Mmm, ah", True), ("Whoa oh", True),
     ("Na na na, hey hey", True), ("Hold the light", False), ("Oh my love", False), ("", False),
-    ("星の光", False), ("🎵 🎵", False)])
+    ("星の光", False), ("🎵 🎵", False),
+    # nonsense syllables that drifted seconds on real songs, and real words that must stay lyrics
+    ("ba da da dam", True), ("yeeaha", True), ("yeah yeah", True), ("Uh huh", True), ("doo wop, shoo-bop", True),
+    ("do you", False), ("hello", False), ("me", False), ("mama", False), ("say no to me", False)])
 def test_vocalise_lines(text: str, expected: bool) -> None:
     assert is_vocalise(text) is expected
 
@@ -169,3 +174,29 @@ def _check_schema(annotation: dict) -> None:
         for word in phrase["words"]:
             assert set(word) >= {"word", "start", "end", "probability"}
             assert phrase["start"] <= word["start"] <= word["end"] <= phrase["end"]
+
+
+def _words(*spec: tuple[str, float, float, float]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(word=w, start=a, end=b, probability=p) for w, a, b, p in spec]
+
+
+def test_a_line_after_a_long_break_is_not_dragged_into_it() -> None:
+    """On a real mix stable-ts glued a line's first word to the end of the line before a 23 s break; the old
+    repair then moved every other word back beside it, one after another, and the line sat 23 s early."""
+    aligner = StableTsAligner(model="tiny.en")
+    line = LyricLine(index=7, text="du skud ikke gå", section="verse", section_index=2)
+    words = _words(("du", 30.0, 30.4, 0.2), ("skud", 53.0, 53.3, 0.8), ("ikke", 53.35, 53.6, 0.9),
+                   ("gå", 53.7, 54.2, 0.9))
+    phrase = aligner._phrase(line, words, offset=0.0)
+    assert [w["start"] for w in phrase["words"][1:]] == [53.0, 53.35, 53.7]  # the sung group stays put
+    assert 52.3 <= phrase["start"] < 53.0 and phrase["end"] == 54.2  # the stray word joins it, not the reverse
+    assert any(flag.startswith("split line") for flag in phrase["flags"])
+
+
+def test_a_stray_last_word_joins_its_line_and_the_line_stays() -> None:
+    aligner = StableTsAligner(model="tiny.en")
+    line = LyricLine(index=0, text="hold me close tonight", section="verse", section_index=1)
+    words = _words(("hold", 10.0, 10.3, 0.9), ("me", 10.3, 10.5, 0.9), ("close", 10.5, 10.9, 0.9),
+                   ("tonight", 31.0, 31.6, 0.3))
+    phrase = aligner._phrase(line, words, offset=0.0)
+    assert phrase["start"] == 10.0 and phrase["words"][-1]["start"] == 10.9 and phrase["end"] < 11.6

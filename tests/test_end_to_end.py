@@ -209,3 +209,20 @@ def test_fan_out_over_two_processes_gives_identical_results(first_run: Path, wor
     segments = len(read_json(run / "segments.json")["segments"])
     assert manifest["stages"]["render"]["misses"] == segments and manifest["stages"]["frames"]["misses"] == segments
     assert manifest["outputs"] == read_json(first_run / "manifest.json")["outputs"]
+
+
+def test_any_file_name_works_from_the_command_line(first_run: Path, workdir: Path, base_args: list[str],
+                                                   tmp_path: Path) -> None:
+    """Spaces, accents, commas, quotes, = and brackets: mvgen quotes file-name values for Hydra itself."""
+    folder = tmp_path / "Chansons d'été"
+    folder.mkdir()
+    audio = folder / "Été – démo, l'été=1 [v2].wav"
+    audio.write_bytes((first_run / "song.wav").read_bytes())
+    run = run_dir_of(run_mvgen([*base_args, "music=file", f"music.path={audio}"], workdir))
+    assert read_json(run / "song.json")["duration"] == pytest.approx(read_json(first_run / "song.json")["duration"])
+    assert probe(run / "master.mp4", decode=True)["video"]["decoded_frames"] == read_json(
+        run / "segments.json")["total_frames"]
+    rerun = run_dir_of(run_mvgen(["rerun", str(run)], workdir))  # the saved overrides replay as they ran
+    assert sha256_file(rerun / "master.mp4") == sha256_file(run / "master.mp4")
+    proc = run_mvgen([*base_args, "song.title=Été"], workdir, check=False)  # not a file name: says how to quote
+    assert proc.returncode == 2 and "quote the value for Hydra: \"song.title='Été'\"" in proc.stderr

@@ -50,7 +50,14 @@ ANNOTATION_VERSION = 1
 WHISPER_RATE = 16000
 MAX_WORD_GAP = 1.5  # seconds of silence inside one lyric line beyond which a word is taken as misplaced
 
-_VOCALISE_TOKEN = re.compile(r"^(o+h*|a+h+|a|u+h+|m+|h+m+|la+|na+|da+|do+|ba+|h+e+y+|w+h*o+a*h*|ye+a+h+|e+h+|a+y+|sha+)$")
+# Non-lexical singing: a token made only of these syllables, once repeated letters are squeezed ("yeeaha"
+# -> "yeaha" = "ye" + "a" + "ha"; "dam", "doo", "shoo", "whoa"). Real words that happen to split into them are
+# rare, and a line counts as vocalise only when every token does.
+_VOCALISE_SYLLABLES = ("ba", "bam", "bap", "bop", "da", "dam", "dum", "dee", "doo", "la", "lala", "na", "nah",
+                       "pa", "pam", "ram", "sha", "shoo", "ya", "yah", "yea", "yeah", "hey", "hei", "ha", "oh",
+                       "ah", "aha", "uh", "eh", "ay", "oo", "ooh", "mm", "hm", "hmm", "woo", "whoa", "wow",
+                       "ooo", "do", "di", "m", "sho", "wo", "wop", "huh")
+_VOCALISE_TOKEN = re.compile(f"^(?:{'|'.join(sorted(_VOCALISE_SYLLABLES, key=len, reverse=True))})+$")
 _WORD_TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 ANNOTATION_SCHEMA: dict[str, Any] = {
@@ -89,8 +96,8 @@ ANNOTATION_SCHEMA: dict[str, Any] = {
 
 
 def is_vocalise(text: str) -> bool:
-    """True for lines of non-lexical singing only: "Ooh ooh", "la la la", "Hey!", "Mmm"."""
-    tokens = _WORD_TOKEN.findall(text.lower())
+    """True for lines of non-lexical singing only: "Ooh ooh", "la la la", "Hey!", "ba da da dam", "yeeaha"."""
+    tokens = [re.sub(r"(.)\1+", r"\1", t) for t in _WORD_TOKEN.findall(text.lower())]
     return bool(tokens) and all(_VOCALISE_TOKEN.match(t) for t in tokens)
 
 
@@ -208,8 +215,6 @@ class StableTsAligner:
                     "probability": round(float(w.probability), 4)} for w in words]
         flags = []
         if aligned:
-            first = aligned[0]
-            first["start"] = max(first["start"], first["end"] - self.max_onset_lead)
             # A word that lasts longer than any sung word has swallowed the music after it (typically the
             # last word of a line before an instrumental break): end it after twice a typical word.
             durations = sorted(w["end"] - w["start"] for w in aligned)
@@ -218,13 +223,12 @@ class StableTsAligner:
                 if word["end"] - word["start"] > self.limits["max_word_seconds"]:
                     word["end"] = word["start"] + min(2 * typical, self.limits["max_word_seconds"])
                     flags.append(f"trimmed {word['word']!r}, stretched over the music")
-            # A line is sung in one breath-group: a word far after its predecessor was pulled across an
-            # instrumental stretch towards the next line. Put it back after the word before it.
-            for previous, word in zip(aligned, aligned[1:]):
-                if word["start"] - previous["end"] > MAX_WORD_GAP:
-                    length = min(word["end"] - word["start"], 2 * typical)
-                    word["start"], word["end"] = previous["end"], previous["end"] + length
-                    flags.append(f"moved {word['word']!r} back next to {previous['word']!r}")
+            first = aligned[0]
+            flags += regroup_line(aligned, MAX_WORD_GAP, typical)
+            first["start"] = max(first["start"], first["end"] - self.max_onset_lead)
+            for word in aligned:  # words set before the line's main group stay inside the window
+                word["start"] = max(word["start"], offset)
+                word["end"] = max(word["end"], word["start"])
         confidence = sum(w["probability"] for w in aligned) / len(aligned) if aligned else 0.0
         return {"kind": "lyric", "text": line.text, "line": line.index, "section": line.section,
                 "section_index": line.section_index,
@@ -258,6 +262,37 @@ class StableTsAligner:
     def _squeezed(self, phrase: dict[str, Any]) -> bool:
         length = phrase["end"] - phrase["start"]
         return len(phrase["words"]) > 1 and (length <= 0 or len(phrase["words"]) / length > self.limits["max_wps"])
+
+
+def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float) -> list[str]:
+    """A line is sung in one breath-group. When its words fall into groups apart by more than ``max_gap``
+    (an instrumental stretch between them), the group with the most words (then the most probable, then the
+    later) is where the line is sung; the others were pulled across the gap, so they are set right beside
+    it. Nothing is ever moved towards the stray words: a line cannot be dragged into a break."""
+    groups: list[list[dict[str, Any]]] = [[words[0]]]
+    for previous, word in zip(words, words[1:]):
+        if word["start"] - previous["end"] > max_gap:
+            groups.append([])
+        groups[-1].append(word)
+    if len(groups) == 1:
+        return []
+    main_index = max(range(len(groups)), key=lambda i: (
+        len(groups[i]), sum(w["probability"] for w in groups[i]) / len(groups[i]), i))
+    main = groups[main_index]
+    before = [w for g in groups[:main_index] for w in g]
+    after = [w for g in groups[main_index + 1:] for w in g]
+    cursor = main[0]["start"]
+    for word in reversed(before):
+        length = min(word["end"] - word["start"], 2 * typical)
+        word["start"], word["end"] = cursor - length, cursor
+        cursor = word["start"]
+    cursor = main[-1]["end"]
+    for word in after:
+        length = min(word["end"] - word["start"], 2 * typical)
+        word["start"], word["end"] = cursor, cursor + length
+        cursor = word["end"]
+    stray = ", ".join(repr(w["word"]) for w in before + after)
+    return [f"split line: {stray} set beside the {len(main)} word(s) sung at {main[0]['start']:.2f} s"]
 
 
 def _split_words(result: Any, lines: list[LyricLine]) -> list[list[Any]]:
