@@ -119,6 +119,7 @@ class StableTsAlignConfig:
     min_words_per_second: float = 0.2
     max_word_seconds: float = 3.0
     allow_pickle: bool = False
+    anchors: bool = True  # transcribe first; runs of lyric words heard in order pin lines (anchor-and-fill)
     isolate_vocals: bool = False  # extract the vocals first (ACE-Step extract task; needs its weights)
     vocals_model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
     vocals_dtype: str = "bfloat16"

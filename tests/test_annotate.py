@@ -200,3 +200,74 @@ def test_a_stray_last_word_joins_its_line_and_the_line_stays() -> None:
                    ("tonight", 31.0, 31.6, 0.3))
     phrase = aligner._phrase(line, words, offset=0.0)
     assert phrase["start"] == 10.0 and phrase["words"][-1]["start"] == 10.9 and phrase["end"] < 11.6
+
+
+def _lines(*texts: str) -> list[LyricLine]:
+    return [LyricLine(index=i, text=t, section="verse", section_index=1) for i, t in enumerate(texts)]
+
+
+def _heard(*spec: tuple[str, float]) -> list[tuple[str, float]]:
+    """Transcript words: each phrase's words 0.3 s apart from its start time."""
+    return [(word, start + 0.3 * k) for text, start in spec for k, word in enumerate(text.split())]
+
+
+CHORUS_SONG = ("the river runs cold tonight", "we sing it loud", "we sing it loud", "under the silver moon",
+               "we sing it loud", "and the morning finds us here")
+
+
+def test_anchors_come_from_unique_runs_and_never_pin_a_chorus() -> None:
+    from mvgen.stages.annotate import transcript_evidence
+
+    heard = _heard(("the river runs cold tonight", 10.0), ("we sing it loud", 15.0), ("we sing it loud", 19.0),
+                   ("under the silver moon", 40.0), ("we sing it loud", 45.0), ("and the morning finds us", 60.0))
+    evidence = transcript_evidence(_lines(*CHORUS_SONG), heard)
+    assert evidence.anchors == pytest.approx({0: 10.0, 3: 40.0, 5: 60.0})  # the repeated line pins nothing
+    # a run picked up across a stretch the model missed ("the river" at 10 s, "runs cold" at 30 s) is no anchor
+    sparse = _heard(("the river", 10.0), ("runs cold", 30.0))
+    assert transcript_evidence(_lines(*CHORUS_SONG), sparse).anchors == {}
+
+
+def test_anchors_keep_lyric_order_and_time_order_together() -> None:
+    from mvgen.stages.annotate import transcript_evidence
+
+    # the transcript hears line 3 before line 0 (a mis-hearing): the longest consistent chain wins
+    heard = _heard(("under the silver moon", 5.0), ("the river runs cold tonight", 10.0),
+                   ("and the morning finds us", 60.0))
+    assert transcript_evidence(_lines(*CHORUS_SONG), heard).anchors == pytest.approx({0: 10.0, 5: 60.0})
+
+
+def test_lines_are_aligned_only_between_their_anchors() -> None:
+    from mvgen.stages.annotate import anchor_windows
+
+    lines = _lines(*CHORUS_SONG)
+    windows = anchor_windows(lines, {0: 10.0, 3: 40.0, 5: 60.0}, 90.0)
+    assert [[line.index for line in group] for group, _, _ in windows] == [[0, 1, 2], [3, 4], [5]]
+    assert [t for _, start, end in windows for t in (start, end)] == pytest.approx([0.0, 39.6, 39.6, 59.6, 59.6, 90.0])
+    # a group left no room by the next anchor (0.2 s a word) joins the group before it
+    squeezed = anchor_windows(lines, {0: 10.0, 3: 40.0, 5: 40.5}, 90.0)
+    assert [[line.index for line in group] for group, _, _ in squeezed] == [[0, 1, 2, 3, 4], [5]]
+    assert squeezed[0][2] == squeezed[1][1] == pytest.approx(40.1)
+
+
+def test_a_line_that_drifted_across_an_anchor_is_realigned_and_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole-song alignment put the repeated line 4 at 20 s, before the anchor of line 3 at 40 s."""
+    from mvgen.stages.annotate import Evidence, flag_uncertain
+
+    aligner = StableTsAligner(model="tiny.en")
+    lines = _lines(*CHORUS_SONG)
+    starts = [10.0, 15.0, 19.0, 40.0, 20.0, 60.0]
+    phrases = {i: {"start": t, "end": t + 1.5, "flags": [], "words": [{"probability": 0.5}]} for i, t in enumerate(starts)}
+
+    def windowed(_: object, __: object, group: list[LyricLine], start: float, end: float) -> list[dict]:
+        return [{"start": start + 0.4 + 5.0 * k, "end": start + 2.0 + 5.0 * k, "flags": [],
+                 "words": [{"probability": 0.5}]} for k, _line in enumerate(group)]
+
+    monkeypatch.setattr(aligner, "_align", lambda *a: windowed(*a))
+    evidence = Evidence({0: 10.0, 3: 40.0, 5: 60.0}, {0: 10.0, 3: 40.0, 5: 60.0})
+    aligner._fill_between_anchors(None, None, lines, phrases, evidence, 90.0)
+    assert phrases[4]["start"] == pytest.approx(45.0)  # back between its anchors
+    assert any(f.startswith("alignments disagree") for f in phrases[4]["flags"])
+    assert phrases[1]["start"] == 15.0  # a group that stayed inside its window keeps the whole-song times
+    flag_uncertain(lines, phrases, evidence)
+    assert any(f.startswith("repeated line without an anchor") for f in phrases[2]["flags"])
+    assert not any(f.startswith("repeated line") for f in phrases[3]["flags"])

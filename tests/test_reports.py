@@ -46,3 +46,21 @@ def test_contact_sheet_marks_the_approved_candidate(tmp_path: Path) -> None:
 
 def test_beat_grid_serialises() -> None:
     assert BeatGrid(100.0, [0.6, 1.2], [0.6]).to_dict() == {"tempo": 100.0, "beats": [0.6, 1.2], "downbeats": [0.6]}
+
+
+def test_flagged_lines_are_marked_on_the_timeline(tmp_path: Path) -> None:
+    from mvgen.stages.segment import PhrasePlanner
+
+    duration = 30.0
+    t = np.arange(int(duration * 8000)) / 8000
+    write_wav(tmp_path / "song.wav", np.stack([0.2 * np.sin(2 * np.pi * 110 * t)] * 2, axis=1).astype(np.float32), 8000)
+    annotation = _annotation(duration, [(2.0, 6.0), (8.0, 12.0), (14.0, 18.0)])
+    plan = PhrasePlanner(fps=25).plan(annotation, beats=_grid(duration, 100.0, 0.0))
+    plot_timeline(tmp_path / "song.wav", annotation, plan, tmp_path / "plain.png")
+    lyric = next(p for p in annotation["phrases"] if p["kind"] == "lyric" and p["start"] >= 8.0)
+    flagged = {**annotation, "flags": [{"phrase": lyric["index"], "line": lyric["line"], "problem": "split line"}]}
+    plot_timeline(tmp_path / "song.wav", flagged, plan, tmp_path / "flagged.png")
+    plain = np.asarray(Image.open(tmp_path / "plain.png").convert("L"), np.int16)
+    marked = np.asarray(Image.open(tmp_path / "flagged.png").convert("L"), np.int16)
+    columns = np.nonzero(np.abs(plain - marked).max(axis=0) > 60)[0] / plain.shape[1]
+    assert columns.size and 0.2 < np.median(columns) < 0.5  # the hatch sits over the flagged line (8-12 s of 30)

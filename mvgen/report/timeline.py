@@ -1,4 +1,5 @@
-"""``timeline.png``: the song's waveform, its phrases (lyric vs instrumental) and the clip windows."""
+"""``timeline.png``: the song's waveform, its phrases (lyric vs instrumental; flagged lines hatched and marked
+with "!"), and the clip windows."""
 
 from __future__ import annotations
 
@@ -41,10 +42,13 @@ def plot_timeline(song_wav: Path, annotation: dict[str, Any], plan: dict[str, An
     ax_wave.set_yticks([])
     ax_wave.set_title(title or "timeline", loc="left")
 
+    flagged = {flag["phrase"] for flag in annotation.get("flags", [])}
     for phrase in annotation["phrases"]:
         colour = LYRIC if phrase["kind"] == "lyric" else INSTRUMENTAL
-        ax_phr.barh(0, phrase["end"] - phrase["start"], left=phrase["start"], height=0.8, color=colour, alpha=0.85)
-        label = phrase["text"] or phrase["section"]
+        uncertain = phrase["index"] in flagged
+        ax_phr.barh(0, phrase["end"] - phrase["start"], left=phrase["start"], height=0.8, color=colour, alpha=0.85,
+                    hatch="////" if uncertain else None, edgecolor="black" if uncertain else colour)
+        label = ("! " if uncertain else "") + (phrase["text"] or phrase["section"])
         ax_phr.text(phrase["start"] + 0.05, 0.55, label[:40], fontsize=7, rotation=25, ha="left", va="bottom",
                     clip_on=True)
         for word in phrase["words"]:
@@ -52,8 +56,10 @@ def plot_timeline(song_wav: Path, annotation: dict[str, Any], plan: dict[str, An
     ax_phr.set_ylim(-0.5, 2.2)
     ax_phr.set_yticks([])
     ax_phr.set_ylabel("phrases")
-    ax_phr.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=LYRIC), plt.Rectangle((0, 0), 1, 1, color=INSTRUMENTAL)],
-                  labels=["lyric", "instrumental"], loc="upper right", fontsize=7)
+    ax_phr.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=LYRIC), plt.Rectangle((0, 0), 1, 1, color=INSTRUMENTAL),
+                           plt.Rectangle((0, 0), 1, 1, facecolor=LYRIC, hatch="////", edgecolor="black")],
+                  labels=["lyric", "instrumental", f"flagged ({len(flagged)}): timing uncertain"],
+                  loc="upper right", fontsize=7)
 
     for segment in plan["segments"]:
         colour = LYRIC if segment["kind"] == "lyric" else INSTRUMENTAL

@@ -107,7 +107,7 @@ class StableTsAligner:
                  min_confidence: float = 0.2, max_words_per_second: float = 7.0,
                  min_words_per_second: float = 0.2, max_word_seconds: float = 3.0, allow_pickle: bool = False,
                  isolate_vocals: bool = False, vocals_model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers",
-                 vocals_dtype: str = "bfloat16", vocals_steps: int = 8, seed: int = 0) -> None:
+                 vocals_dtype: str = "bfloat16", vocals_steps: int = 8, seed: int = 0, anchors: bool = True) -> None:
         from mvgen.stages.whisper_models import resolve_name
 
         if gate not in ("warn", "fail"):
@@ -124,6 +124,7 @@ class StableTsAligner:
                        "min_wps": min_words_per_second, "max_word_seconds": max_word_seconds}
         self.isolate_vocals, self.vocals_model = isolate_vocals, vocals_model
         self.vocals_dtype, self.vocals_steps, self.seed = vocals_dtype, vocals_steps, seed
+        self.anchors = anchors
 
     # ----------------------------------------------------------------------------------------- API
     def annotate(self, song: dict[str, Any], song_wav: Path, out_dir: Path) -> dict[str, Any]:
@@ -144,7 +145,11 @@ class StableTsAligner:
         lexical = [line for line in lines if not is_vocalise(line.text)] or lines
         vocalise = [line for line in lines if line not in lexical]
         phrases = {line.index: phrase for line, phrase in zip(lexical, self._align(aligner, audio, lexical, 0.0))}
+        evidence = self._evidence(aligner, audio, lexical) if self.anchors else Evidence({}, {})
+        if evidence.anchors:
+            self._fill_between_anchors(aligner, audio, lexical, phrases, evidence, duration)
         self._repair_collapse(aligner, audio, lexical, phrases, duration)
+        flag_uncertain(lexical, phrases, evidence)
         for run in _runs(vocalise):
             before = [phrases[i]["end"] for i in phrases if i < run[0].index]
             after = [phrases[i]["start"] for i in phrases if i > run[-1].index]
@@ -157,7 +162,7 @@ class StableTsAligner:
         flag_quality(ordered, self.limits)
         annotation = build_annotation(ordered, duration, self.language, self.instrumental_min_gap,
                                       {"backend": "stable-ts", "model": aligner.name, "source": aligner.source,
-                                       "compute_type": self.compute_type,
+                                       "compute_type": self.compute_type, "anchors": len(evidence.anchors),
                                        "vocals": self.vocals_model if self.isolate_vocals else None})
         summary = quality_summary(annotation)
         if annotation["flags"] and self.gate == "fail":
@@ -188,6 +193,46 @@ class StableTsAligner:
         return stem[: len(samples)] if len(stem) >= len(samples) else np.pad(stem, ((0, len(samples) - len(stem)), (0, 0)))
 
     # ----------------------------------------------------------------------------------- alignment
+    def _evidence(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine]) -> "Evidence":
+        """Transcribe the song (word timestamps) and read anchors from it (``transcript_evidence``)."""
+        if self.language in UNSPACED_LANGUAGES:
+            return Evidence({}, {})  # words are not space-separated: token matching does not apply
+        captured = io.StringIO()
+        with contextlib.redirect_stderr(captured):
+            try:
+                try:
+                    result = aligner.model.transcribe(audio, language=self.language, verbose=None, beam_size=1,
+                                                      condition_on_previous_text=False)
+                except TypeError:  # a backend without those decoding options
+                    result = aligner.model.transcribe(audio, language=self.language, verbose=None)
+            except (ValueError, RuntimeError) as exc:  # anchors are a refinement: align without them
+                log.warning("annotate: no anchors, %s cannot transcribe (%s)", aligner.name,
+                            str(exc).splitlines()[0][:160])
+                return Evidence({}, {})
+        heard = [(w.word, float(w.start)) for w in result.all_words()]
+        return transcript_evidence(lines, heard)
+
+    def _fill_between_anchors(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
+                              phrases: dict[int, dict[str, Any]], evidence: "Evidence", duration: float) -> None:
+        """Anchor-and-fill: each group of lines from one anchor to the next is also force-aligned inside its own
+        window. Where the whole-song alignment put a line of the group outside that window, the group takes the
+        windowed alignment (the line had drifted across an anchor); otherwise the whole-song alignment stays.
+        Either way, a line the two place more than ``DISAGREEMENT`` apart is flagged."""
+        for group, start, end in anchor_windows(lines, evidence.anchors, duration):
+            windowed = self._align(aligner, audio, group, start, end)
+            drifted = any(not start - 1.0 <= phrases[line.index]["start"] <= end + 1.0 for line in group)
+            drifted = drifted or _mean_confidence(windowed) > _mean_confidence(
+                [phrases[line.index] for line in group]) + CONFIDENCE_MARGIN
+            for line, phrase in zip(group, windowed):
+                other = phrases[line.index]
+                if abs(other["start"] - phrase["start"]) > DISAGREEMENT:
+                    kept = phrase if drifted else other
+                    kept["flags"].append(f"alignments disagree: {other['start']:.1f} s whole-song, "
+                                         f"{phrase['start']:.1f} s between anchors")
+                if drifted:
+                    phrase["flags"].append("re-aligned between anchors")
+                    phrases[line.index] = phrase
+
     def _align(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine], start: float,
                end: float | None = None) -> list[dict[str, Any]]:
         """Align ``lines`` to audio[start:end] (seconds); times come back in song time, inside the window."""
@@ -262,6 +307,152 @@ class StableTsAligner:
     def _squeezed(self, phrase: dict[str, Any]) -> bool:
         length = phrase["end"] - phrase["start"]
         return len(phrase["words"]) > 1 and (length <= 0 or len(phrase["words"]) / length > self.limits["max_wps"])
+
+
+UNSPACED_LANGUAGES = ("ja", "zh", "th", "lo", "km", "my", "bo")
+ANCHOR_RUN = 3  # consecutive lyric words, unique in the lyrics and heard once in order, make an anchor
+ANCHOR_PAD = 0.4  # a window opens this long before an anchored line's heard onset
+SECONDS_PER_WORD = 0.3  # to step back from an anchored word to its line's onset
+CONFIDENCE_MARGIN = 0.05  # the windowed alignment of a group wins when its words are this much more probable
+DISAGREEMENT = 1.5  # seconds between where a line was placed and where the transcript heard it
+
+
+class Evidence:
+    """What a free transcription says about the lyric lines: ``anchors`` {line index: onset} where a run of at
+    least ``ANCHOR_RUN`` lyric words was heard in order, and ``heard`` {line index: onset} wherever any of a
+    line's words were matched (weaker: used only to flag disagreement)."""
+
+    def __init__(self, anchors: dict[int, float], heard: dict[int, float]) -> None:
+        self.anchors, self.heard = anchors, heard
+
+
+def _token(word: str) -> str:
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", word.lower())
+    text = "".join(c for c in text if c.isalnum())
+    return re.sub(r"(.)\1+", r"\1", text)
+
+
+def transcript_evidence(lines: list[LyricLine], heard_words: list[tuple[str, float]]) -> Evidence:
+    """Anchors from a free transcription. A run of ``ANCHOR_RUN`` lyric words that occurs once in the lyrics
+    and is heard once, as one phrase, pins the time of the lines it touches; runs of a repeated chorus never
+    do, so a repeated line is never pinned to a repetition by guesswork. Of those runs, the largest set that
+    keeps lyric order and time order together is kept (a longest increasing subsequence); transcription errors
+    elsewhere cost nothing."""
+    import bisect
+
+    lyric: list[tuple[int, int]] = []  # (line index, word position in the line) per lyric token
+    tokens: list[str] = []
+    for line in lines:
+        for position, word in enumerate(line.text.split()):
+            token = _token(word)
+            if token:
+                tokens.append(token)
+                lyric.append((line.index, position))
+    heard = [(_token(w), t) for w, t in heard_words]
+    heard = [(w, t) for w, t in heard if w]
+    n = ANCHOR_RUN
+
+    def grams(sequence: list[str]) -> dict[tuple[str, ...], list[int]]:
+        found: dict[tuple[str, ...], list[int]] = {}
+        for i in range(len(sequence) - n + 1):
+            found.setdefault(tuple(sequence[i:i + n]), []).append(i)
+        return found
+
+    in_lyrics, in_transcript = grams(tokens), grams([w for w, _ in heard])
+
+    def compact(b: int) -> bool:  # heard as one phrase, not words picked up across a stretch the model missed
+        return all(heard[b + k + 1][1] - heard[b + k][1] <= MAX_WORD_GAP for k in range(n - 1))
+
+    pairs = sorted((a[0], b[0]) for gram, a in in_lyrics.items() if len(a) == 1
+                   for b in [in_transcript.get(gram, [])] if len(b) == 1 and compact(b[0]))
+    # longest chain increasing in both lyric position and transcript position
+    tails: list[int] = []
+    tail_index: list[int] = []
+    parent = [-1] * len(pairs)
+    for i, (_, b) in enumerate(pairs):
+        k = bisect.bisect_left(tails, b)
+        if k == len(tails):
+            tails.append(b)
+            tail_index.append(i)
+        else:
+            tails[k], tail_index[k] = b, i
+        parent[i] = tail_index[k - 1] if k else -1
+    chain: list[tuple[int, int]] = []
+    i = tail_index[-1] if tail_index else -1
+    while i >= 0:
+        chain.append(pairs[i])
+        i = parent[i]
+    anchors: dict[int, float] = {}
+    any_match: dict[int, float] = {}
+    for a, b in sorted(chain):
+        for k in range(n):
+            line, position = lyric[a + k]
+            onset = heard[b + k][1] - position * SECONDS_PER_WORD
+            any_match.setdefault(line, onset)
+            if position <= 2:
+                anchors.setdefault(line, onset)
+    ordered: dict[int, float] = {}
+    last = -1.0
+    for line in sorted(anchors):
+        if anchors[line] > last + 0.5:
+            ordered[line] = max(anchors[line], 0.0)
+            last = anchors[line]
+    return Evidence(ordered, any_match)
+
+
+def _mean_confidence(phrases: list[dict[str, Any]]) -> float:
+    words = [w["probability"] for p in phrases for w in p["words"]]
+    return sum(words) / len(words) if words else 0.0
+
+
+def anchor_windows(lines: list[LyricLine], anchors: dict[int, float],
+                   duration: float) -> list[tuple[list[LyricLine], float, float]]:
+    """Split the lines at anchored lines: each group is force-aligned only inside the window between its
+    anchor and the next, so no line can drift across an anchor. A group with too little room for its words
+    (0.2 s each) is merged into the group before it."""
+    groups: list[list[LyricLine]] = []
+    starts: list[float] = []
+    for line in lines:
+        if line.index in anchors or not groups:
+            groups.append([line])
+            starts.append(max(anchors[line.index] - ANCHOR_PAD, 0.0) if line.index in anchors else 0.0)
+        else:
+            groups[-1].append(line)
+    starts[0] = 0.0
+    bounds = starts[1:] + [duration]
+    merged: list[tuple[list[LyricLine], float, float]] = []
+    for group, start, end in zip(groups, starts, bounds):
+        words = sum(len(line.text.split()) for line in group)
+        if merged and (end - start < 0.2 * words or start < merged[-1][1]):
+            previous, previous_start, _ = merged.pop()
+            merged.append((previous + group, previous_start, end))
+        else:
+            merged.append((group, start, end))
+    return merged
+
+
+def flag_uncertain(lines: list[LyricLine], phrases: dict[int, dict[str, Any]], evidence: Evidence) -> None:
+    """Flag lines whose timing rests on weak evidence (in place): the transcript heard the line elsewhere, or
+    a repeated line has no anchor to say which repetition it is, or a long run of lines has no anchor at all."""
+    if not evidence.heard and not evidence.anchors:
+        return
+    texts = [_token(line.text) for line in lines]
+    unanchored_run = 0
+    for i, line in enumerate(lines):
+        phrase = phrases[line.index]
+        heard = evidence.heard.get(line.index)
+        if heard is not None and abs(phrase["start"] - heard) > DISAGREEMENT:
+            phrase["flags"].append(f"alignments disagree: placed at {phrase['start']:.1f} s, heard at {heard:.1f} s")
+        if line.index in evidence.anchors:
+            unanchored_run = 0
+            continue
+        unanchored_run += 1
+        if texts.count(texts[i]) > 1:
+            phrase["flags"].append("repeated line without an anchor: which repetition is uncertain")
+        elif unanchored_run >= 4 and heard is None:
+            phrase["flags"].append(f"weak anchor support: {unanchored_run} lines since the last anchor")
 
 
 def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float) -> list[str]:
