@@ -105,7 +105,7 @@ class AceStepMusicConfig:
 @dataclass
 class StableTsAlignConfig:
     _target_: str = "mvgen.stages.annotate.StableTsAligner"
-    # auto (tiny.en for English, base otherwise), tiny.en, base, or a faster-whisper / Hugging Face folder,
+    # auto (base, the bundled multilingual Whisper), tiny.en, base, or a faster-whisper / Hugging Face folder,
     # or an openai-whisper .pt (pickle: needs allow_pickle)
     model: str = "auto"
     device: str = "${runtime.device}"
