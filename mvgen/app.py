@@ -77,10 +77,12 @@ def _task(cfg: DictConfig) -> None:
         if _rerun_of is not None:
             pipeline.manifest_extra["rerun_of"] = str(_rerun_of)
             _warn_if_config_drifted(cfg, _rerun_of)
-            if (_rerun_of / "review.json").is_file():  # approvals and new-seed requests carry over
-                from mvgen.util import read_json
+            from mvgen.util import read_json
 
+            if (_rerun_of / "review.json").is_file():  # approvals and new-seed requests carry over
                 pipeline.previous_review = read_json(_rerun_of / "review.json")
+            if (_rerun_of / "lyrics_edits.json").is_file():  # hand-set line times carry over
+                pipeline.lyrics_edits = read_json(_rerun_of / "lyrics_edits.json")
         manifest = pipeline.run()
     except MvgenError as exc:
         if cfg.runtime.debug:

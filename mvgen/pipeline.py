@@ -155,6 +155,7 @@ class Pipeline:
     progress: bool = True
     manifest_extra: dict[str, Any] = field(default_factory=dict)
     previous_review: dict[str, Any] | None = None  # review.json of the run being continued (manual review)
+    lyrics_edits: dict[str, Any] | None = None  # lyrics_edits.json of the run being continued (hand-set line times)
     devices: int = 1  # processes for frames and render (Lightning Fabric, spawn)
     accelerator: str = "cpu"
     retry: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: attempts, backoff, timeout
@@ -255,10 +256,30 @@ class Pipeline:
                 return info
 
             entry = stats.count(self.store.get_or_build("annotate", key, build))
+            if (self.lyrics_edits or {}).get("lines"):
+                entry = stats.count(self._edited_annotation(entry))
             for name in entry.files:
                 self._place(entry, name, name)
             path = self.run_dir / "annotation.json"
             return {"data": read_json(path), "hash": entry.files["annotation.json"]}
+
+    def _edited_annotation(self, aligned: Entry) -> Entry:
+        """The annotation with the reviewer's hand-set line times applied: its own store entry, keyed on the
+        aligned annotation and the edits, so only segments whose timing changed are planned and made again."""
+        from mvgen.stages.annotate import LYRICS_EDITS_JSON, apply_line_edits, write_annotation
+
+        edits = {"version": 1, "lines": dict(sorted((self.lyrics_edits or {}).get("lines", {}).items()))}
+        key = self._key("annotate_edits", {}, {"annotation": aligned.files["annotation.json"], "edits": edits})
+        min_gap = float(self.configs["annotate"].get("instrumental_min_gap", 2.0))
+
+        def build(tmp: Path) -> dict[str, Any]:
+            edited = apply_line_edits(read_json(aligned.path / "annotation.json"), edits, min_gap)
+            check_annotation(edited)
+            write_annotation(edited, tmp)
+            write_json(tmp / LYRICS_EDITS_JSON, edits)
+            return {"edited_lines": len(edits["lines"])}
+
+        return self.store.get_or_build("annotate_edits", key, build)
 
     def _segment(self, song: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any]:
         from mvgen.stages.segment import format_report

@@ -1,9 +1,14 @@
 """The review page: ``mvgen review RUN_DIR`` serves it on 127.0.0.1.
 
-Per segment: the lyric line, its time window and section, and the candidate frames side by side. A
-person approves one candidate, or asks for new seeds for the segment. Every click is saved to
-``RUN_DIR/review.json`` at once (atomic write), so nothing is lost if the page closes; ``mvgen rerun
-RUN_DIR`` then continues from the approved frames and regenerates the segments that asked for new seeds.
+Two views on one page, and every click is saved at once (atomic writes under a file lock, so two servers on
+one run lose nothing); ``mvgen rerun RUN_DIR`` then continues from what was saved:
+
+- Lyrics: the song's waveform with every lyric line on it, flagged lines (uncertain timing) in red. A person
+  plays a line's stretch, drags its edges or nudges them by 0.1 s. Edits go to ``RUN_DIR/lyrics_edits.json``;
+  the rerun applies them as its own store entry, so only the segments whose timing changed are planned,
+  drawn and rendered again.
+- Frames: per segment, the lyric line, its time window and section, and the candidate frames side by side.
+  A person approves one candidate, or asks for new seeds for the segment (``RUN_DIR/review.json``).
 
 Safety: binds 127.0.0.1 unless told otherwise; serves only image files inside the run directory (any
 path that resolves outside it is refused); every piece of lyric and prompt text is HTML-escaped.
@@ -11,19 +16,23 @@ path that resolves outside it is refused); every piece of lyric and prompt text 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import html
 import json
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import unquote, urlparse
 
 from mvgen.errors import MvgenError
 from mvgen.util import read_json, write_json
 
-SERVED_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+SERVED_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".wav": "audio/wav"}
+PIXELS_PER_SECOND = 40  # the lyrics view's timeline scale
+ENVELOPE_POINTS_PER_SECOND = 20
 
 
 class ReviewStore:
@@ -34,14 +43,72 @@ class ReviewStore:
         self.path = self.run_dir / "review.json"
         if not self.path.is_file():
             raise MvgenError(f"{run_dir} has no review.json; run mvgen with review=manual first")
+        self.edits_path = self.run_dir / "lyrics_edits.json"
         self.lock = threading.Lock()
+        self._envelope: list[float] | None = None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """This process's threads and any other server on the same run take turns (read-modify-write)."""
+        with self.lock, open(self.run_dir / ".review.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def read(self) -> dict[str, Any]:
         with self.lock:
             return read_json(self.path)
 
+    # ------------------------------------------------------------------------------------ lyrics
+    def lyrics(self) -> dict[str, Any]:
+        """The lyrics view: line times (with any saved edits), flags, and the song's envelope."""
+        annotation = read_json(self.run_dir / "annotation.json")
+        edits = (read_json(self.edits_path) if self.edits_path.is_file() else {}).get("lines", {})
+        problems: dict[int, list[str]] = {}
+        for flag in annotation.get("flags", []):
+            problems.setdefault(flag["line"], []).append(flag["problem"])
+        lines = []
+        for phrase in annotation["phrases"]:
+            if phrase["kind"] != "lyric":
+                continue
+            edit = edits.get(str(phrase["line"]))
+            lines.append({"line": phrase["line"], "text": phrase["text"],
+                          "start": float(edit["start"]) if edit else phrase["start"],
+                          "end": float(edit["end"]) if edit else phrase["end"],
+                          "edited": bool(edit) or bool(phrase.get("edited")),
+                          "problems": problems.get(phrase["line"], [])})
+        return {"duration": float(annotation["duration"]), "lines": lines, "envelope": self.envelope(),
+                "points_per_second": ENVELOPE_POINTS_PER_SECOND}
+
+    def envelope(self) -> list[float]:
+        if self._envelope is None:
+            import numpy as np
+
+            from mvgen.media.audio import read_wav
+
+            samples, rate = read_wav(self.run_dir / "song.wav")
+            mono = np.abs(samples.mean(axis=1))
+            step = max(1, rate // ENVELOPE_POINTS_PER_SECOND)
+            usable = len(mono) // step * step
+            peaks = mono[:usable].reshape(-1, step).max(axis=1) if usable else np.zeros(1)
+            self._envelope = [round(float(v), 3) for v in peaks / max(float(peaks.max()), 1e-6)]
+        return self._envelope
+
+    def edit_line(self, line: int, start: float, end: float) -> dict[str, Any]:
+        from mvgen.stages.annotate import check_line_edit
+
+        check_line_edit(read_json(self.run_dir / "annotation.json"), line, start, end)
+        with self._locked():
+            edits = read_json(self.edits_path) if self.edits_path.is_file() else {"version": 1, "lines": {}}
+            edits.setdefault("lines", {})[str(line)] = {"start": round(start, 3), "end": round(end, 3)}
+            write_json(self.edits_path, edits)
+        return {"line": line, "start": round(start, 3), "end": round(end, 3), "edited": True}
+
+    # ------------------------------------------------------------------------------------ frames
     def approve(self, segment: str, candidate: int) -> dict[str, Any]:
-        with self.lock:
+        with self._locked():
             review = read_json(self.path)
             record = self._segment(review, segment)
             chosen = next((f for f in record["files"] if f["candidate"] == candidate), None)
@@ -54,7 +121,7 @@ class ReviewStore:
             return record
 
     def regenerate(self, segment: str) -> dict[str, Any]:
-        with self.lock:
+        with self._locked():
             review = read_json(self.path)
             record = self._segment(review, segment)
             record.update(approved=None, approved_hash=None, image=None, reseed=int(record.get("reseed", 0)) + 1)
@@ -76,7 +143,41 @@ class ReviewStore:
         return candidate if candidate.suffix.lower() in SERVED_SUFFIXES else None
 
 
-def render_page(review: dict[str, Any], title: str) -> str:
+def lyrics_section(lyrics: dict[str, Any]) -> str:
+    """The lyrics view: waveform, one bar per line (flagged ones red) with drag handles, a table to play
+    and nudge each line. Line texts go in escaped; the data for the script is JSON with "<" escaped."""
+    e = html.escape
+    width = max(600, int(lyrics["duration"] * PIXELS_PER_SECOND))
+    bars, rows = [], []
+    for item in lyrics["lines"]:
+        n = int(item["line"])
+        state = " flagged" if item["problems"] and not item["edited"] else ""
+        state += " edited" if item["edited"] else ""
+        tip = e("; ".join(item["problems"]) or item["text"])
+        bars.append(f'<div class="bar{state}" data-line="{n}" title="{tip}"><span class="handle start"></span>'
+                    f'<span class="label">{n + 1}</span><span class="handle end"></span></div>')
+        rows.append(f'<tr class="row{state}" data-line="{n}"><td>{n + 1}</td><td class="text">{e(item["text"])}</td>'
+                    f'<td class="start"></td><td class="end"></td><td>'
+                    f'<button class="play" data-line="{n}">Play</button> '
+                    f'start <button class="nudge" data-line="{n}" data-edge="start" data-by="-0.1">−0.1</button>'
+                    f'<button class="nudge" data-line="{n}" data-edge="start" data-by="0.1">+0.1</button> '
+                    f'end <button class="nudge" data-line="{n}" data-edge="end" data-by="-0.1">−0.1</button>'
+                    f'<button class="nudge" data-line="{n}" data-edge="end" data-by="0.1">+0.1</button></td>'
+                    f'<td class="problems">{e("; ".join(item["problems"]))}</td></tr>')
+    data = json.dumps({"duration": lyrics["duration"], "pps": PIXELS_PER_SECOND,
+                       "envelope": lyrics["envelope"], "points_per_second": lyrics["points_per_second"],
+                       "lines": {str(i["line"]): {"start": i["start"], "end": i["end"]} for i in lyrics["lines"]}}
+                      ).replace("<", "\\u003c")  # no "</script>" can close the data block early
+    return f"""<section id="lyrics"><h2>Lyrics timing <small>drag a line's edges on the waveform, or nudge them;
+red lines have uncertain timing; every change is saved; then run mvgen rerun</small></h2>
+<div id="scroller"><div id="track" style="width:{width}px"><canvas id="wave" width="{width}" height="90"></canvas>
+{''.join(bars)}</div></div>
+<audio id="player" src="/files/song.wav" preload="auto"></audio>
+<table id="lines"><tr><th>#</th><th>line</th><th>start</th><th>end</th><th></th><th>flags</th></tr>{''.join(rows)}</table>
+<script id="lyrics-data" type="application/json">{data}</script></section>"""
+
+
+def render_page(review: dict[str, Any], title: str, lyrics: dict[str, Any] | None = None) -> str:
     e = html.escape
     rows = []
     for name, record in review["segments"].items():
@@ -111,8 +212,18 @@ body {{ font: 14px system-ui, sans-serif; margin: 24px; background: #111; color:
 figure {{ margin: 0; border: 4px solid transparent; }} figure.approved {{ border-color: #2ecc71; }}
 img {{ width: 300px; display: block; }} .lyric {{ font-size: 18px; }} small {{ color: #999; }}
 button {{ cursor: pointer; }} #summary {{ position: sticky; top: 0; background: #111; padding: 6px 0; }}
+#scroller {{ overflow-x: auto; background: #1b1b1b; }} #track {{ position: relative; height: 130px; }}
+#wave {{ position: absolute; top: 0; left: 0; }}
+.bar {{ position: absolute; top: 96px; height: 28px; background: #e4572e; opacity: .85; border-radius: 3px; }}
+.bar.flagged {{ background: #c0392b; outline: 2px dashed #fff; }} .bar.edited {{ background: #2ecc71; }}
+.bar .label {{ font-size: 11px; padding: 0 8px; line-height: 28px; pointer-events: none; }}
+.handle {{ position: absolute; top: 0; width: 7px; height: 28px; background: #fff; opacity: .6; cursor: ew-resize; }}
+.handle.start {{ left: 0; }} .handle.end {{ right: 0; }}
+#lines td {{ padding: 2px 8px; }} tr.flagged td.text {{ color: #ff8a80; }} tr.edited td.text {{ color: #8effb0; }}
+.problems {{ color: #aaa; font-size: 12px; }}
 </style></head><body>
 <h1>Review · {e(title)}</h1>
+{lyrics_section(lyrics) if lyrics else ""}
 <p id="summary"></p>
 {''.join(rows)}
 <script>
@@ -147,6 +258,57 @@ document.querySelectorAll("button.regenerate").forEach(button => button.addEvent
   summary();
 }}));
 summary();
+const lyricsData = document.getElementById("lyrics-data");
+if (lyricsData) {{
+  const data = JSON.parse(lyricsData.textContent), pps = data.pps, player = document.getElementById("player");
+  const canvas = document.getElementById("wave"), g = canvas.getContext("2d");
+  g.fillStyle = "#888";
+  data.envelope.forEach((v, i) => {{
+    const x = i / data.points_per_second * pps, h = v * 40;
+    g.fillRect(x, 45 - h, Math.max(1, pps / data.points_per_second), 2 * h);
+  }});
+  function show(line) {{
+    const t = data.lines[line], bar = document.querySelector(`.bar[data-line="${{line}}"]`);
+    bar.style.left = (t.start * pps) + "px"; bar.style.width = Math.max(8, (t.end - t.start) * pps) + "px";
+    const row = document.querySelector(`tr.row[data-line="${{line}}"]`);
+    row.querySelector(".start").textContent = t.start.toFixed(2) + " s";
+    row.querySelector(".end").textContent = t.end.toFixed(2) + " s";
+  }}
+  async function save(line) {{
+    const t = data.lines[line];
+    const saved = await post("/api/lyrics", {{line: Number(line), start: t.start, end: t.end}});
+    t.start = saved.start; t.end = saved.end; show(line);
+    for (const el of document.querySelectorAll(`[data-line="${{line}}"].bar, tr.row[data-line="${{line}}"]`)) {{
+      el.classList.remove("flagged"); el.classList.add("edited");
+    }}
+  }}
+  Object.keys(data.lines).forEach(show);
+  document.querySelectorAll("button.nudge").forEach(button => button.addEventListener("click", () => {{
+    const t = data.lines[button.dataset.line], by = Number(button.dataset.by);
+    const value = Math.round((t[button.dataset.edge] + by) * 1000) / 1000;
+    if (button.dataset.edge === "start" ? value < 0 || value >= t.end : value <= t.start || value > data.duration) return;
+    t[button.dataset.edge] = value; save(button.dataset.line);
+  }}));
+  let stopAt = null;
+  player.addEventListener("timeupdate", () => {{ if (stopAt !== null && player.currentTime >= stopAt) {{ player.pause(); stopAt = null; }} }});
+  document.querySelectorAll("button.play").forEach(button => button.addEventListener("click", () => {{
+    const t = data.lines[button.dataset.line];
+    player.currentTime = t.start; stopAt = t.end; player.play();
+  }}));
+  document.querySelectorAll(".bar .handle").forEach(handle => handle.addEventListener("mousedown", down => {{
+    down.preventDefault();
+    const line = handle.parentElement.dataset.line, edge = handle.classList.contains("start") ? "start" : "end";
+    const t = data.lines[line], origin = down.clientX, initial = t[edge];
+    function move(event) {{
+      const value = Math.round((initial + (event.clientX - origin) / pps) * 1000) / 1000;
+      if (edge === "start" && value >= 0 && value < t.end - 0.05) t.start = value;
+      if (edge === "end" && value > t.start + 0.05 && value <= data.duration) t.end = value;
+      show(line);
+    }}
+    function up() {{ document.removeEventListener("mousemove", move); document.removeEventListener("mouseup", up); save(line); }}
+    document.addEventListener("mousemove", move); document.addEventListener("mouseup", up);
+  }}));
+}}
 </script></body></html>
 """
 
@@ -167,22 +329,55 @@ def make_handler(store: ReviewStore) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _send_file(self, file: Path) -> None:
+            """The file, or the byte range asked for (audio seeking needs ranges)."""
+            data = file.read_bytes()
+            wanted = self.headers.get("Range", "")
+            if wanted.startswith("bytes="):
+                first, _, last = wanted[6:].split(",")[0].partition("-")
+                try:
+                    start = int(first) if first else max(0, len(data) - int(last))
+                    end = min(int(last), len(data) - 1) if first and last else len(data) - 1
+                except ValueError:
+                    start, end = -1, -1
+                if not 0 <= start <= end < len(data):
+                    self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(HTTPStatus.PARTIAL_CONTENT)
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                data = data[start:end + 1]
+            else:
+                self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", SERVED_SUFFIXES[file.suffix.lower()])
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.wfile.write(data)
+
         def _json(self, status: int, value: Any) -> None:
             self._send(status, json.dumps(value).encode(), "application/json")
 
         def do_GET(self) -> None:  # noqa: N802 (http.server naming)
             path = urlparse(self.path).path
             if path in ("/", "/index.html"):
-                page = render_page(store.read(), store.run_dir.name)
+                lyrics = store.lyrics() if (store.run_dir / "annotation.json").is_file() else None
+                page = render_page(store.read(), store.run_dir.name, lyrics)
                 self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
             elif path == "/api/review":
                 self._json(HTTPStatus.OK, store.read())
+            elif path == "/api/lyrics":
+                self._json(HTTPStatus.OK, store.lyrics())
             elif path.startswith("/files/"):
                 file = store.file(path[len("/files/"):])
                 if file is None:
                     self._json(HTTPStatus.NOT_FOUND, {"error": "no such file in this run"})
                 else:
-                    self._send(HTTPStatus.OK, file.read_bytes(), SERVED_SUFFIXES[file.suffix.lower()])
+                    self._send_file(file)
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
@@ -195,6 +390,9 @@ def make_handler(store: ReviewStore) -> type[BaseHTTPRequestHandler]:
                     self._json(HTTPStatus.OK, store.approve(str(body["segment"]), int(body["candidate"])))
                 elif path == "/api/regenerate":
                     self._json(HTTPStatus.OK, store.regenerate(str(body["segment"])))
+                elif path == "/api/lyrics":
+                    self._json(HTTPStatus.OK, store.edit_line(int(body["line"]), float(body["start"]),
+                                                              float(body["end"])))
                 else:
                     self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             except (MvgenError, KeyError, ValueError, TypeError) as exc:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from mvgen.errors import MvgenError
+from mvgen.media.video import probe
 from mvgen.review_server import make_server, render_page
 from mvgen.stages.frames import DiffusersFrames
 from mvgen.stages.prompts import PromptBuilder
@@ -267,3 +268,95 @@ def test_a_frame_preset_through_the_cli_with_reference_and_clip(tiny_sdxl: Path,
     manifest = read_json(run / "manifest.json")
     assert manifest["stages"]["frames"]["misses"] == len(review["segments"]) + 1  # segments + one reference
     assert manifest["master"]["video"]["width"] == 320  # the renderer scales the approved frame
+
+
+# ------------------------------------------------------------------------------------- the lyrics view
+@pytest.fixture(scope="module")
+def auto_run(song_conf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    workdir = tmp_path_factory.mktemp("lyrics")
+    return workdir, run_dir_of(run_mvgen(["--config-dir", str(song_conf), *FAST], workdir))
+
+
+def test_lyric_edits_are_checked_and_audio_is_served_in_ranges(auto_run: tuple[Path, Path]) -> None:
+    from mvgen.review_server import ReviewStore
+
+    _, run_dir = auto_run
+    store = ReviewStore(run_dir)
+    lyrics = store.lyrics()
+    annotation = read_json(run_dir / "annotation.json")
+    assert [item["line"] for item in lyrics["lines"]] == [p["line"] for p in annotation["phrases"] if p["kind"] == "lyric"]
+    assert len(lyrics["envelope"]) == pytest.approx(lyrics["duration"] * lyrics["points_per_second"], abs=2)
+    for bad in ((99, 1.0, 2.0), (0, 3.0, 2.0), (0, -1.0, 2.0), (0, 1.0, lyrics["duration"] + 1)):
+        with pytest.raises(MvgenError):
+            store.edit_line(*bad)
+    assert not (run_dir / "lyrics_edits.json").exists()  # nothing saved from a bad edit
+    server = make_server(run_dir, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/files/song.wav"
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=100-199"})) as response:
+            assert response.status == 206 and len(response.read()) == 100
+            assert response.headers["Content-Range"].startswith("bytes 100-199/")
+        page = urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/").read().decode()
+        assert page.count('class="bar') == len(lyrics["lines"]) and "</script></section>" in page
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_fix_a_line_by_hand_in_chromium_then_rerun_replans_only_what_changed(auto_run: tuple[Path, Path]) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    workdir, run_dir = auto_run
+    annotation = read_json(run_dir / "annotation.json")
+    lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
+    flagged = {f["line"] for f in annotation["flags"]}
+    line = lyric[1]
+    edits_file = run_dir / "lyrics_edits.json"
+    server = make_server(run_dir, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    browser = _chromium()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/")
+        bars = browser.find_elements(By.CSS_SELECTOR, "#track .bar")
+        assert len(bars) == len(lyric)
+        assert {int(b.get_attribute("data-line")) for b in bars if "flagged" in b.get_attribute("class")} == flagged
+        n = line["line"]
+        nudge = browser.find_element(By.CSS_SELECTOR, f'button.nudge[data-line="{n}"][data-edge="start"][data-by="0.1"]')
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", nudge)
+        nudge.click()
+        wait = WebDriverWait(browser, 10)
+        wait.until(lambda _: edits_file.is_file() and read_json(edits_file)["lines"].get(str(n), {}).get("start")
+                   == round(line["start"] + 0.1, 3))
+        handle = browser.find_element(By.CSS_SELECTOR, f'.bar[data-line="{n}"] .handle.end')
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center', inline: 'center'})", handle)
+        ActionChains(browser).click_and_hold(handle).move_by_offset(40, 0).release().perform()  # 40 px = 1 s
+        wait.until(lambda _: abs(read_json(edits_file)["lines"][str(n)]["end"] - (line["end"] + 1.0)) < 0.05)
+        play = browser.find_element(By.CSS_SELECTOR, f'button.play[data-line="{n}"]')
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", play)
+        play.click()
+        position = browser.execute_script("return document.getElementById('player').currentTime")
+        assert position >= line["start"] + 0.1 - 0.05  # playback starts at the edited onset
+        assert "edited" in browser.find_element(By.CSS_SELECTOR, f'.bar[data-line="{n}"]').get_attribute("class")
+    finally:
+        browser.quit()
+        server.shutdown()
+        server.server_close()
+
+    saved = read_json(edits_file)["lines"][str(n)]
+    rerun = run_dir_of(run_mvgen(["rerun", str(run_dir)], workdir))
+    edited = next(p for p in read_json(rerun / "annotation.json")["phrases"] if p["line"] == n)
+    assert (edited["start"], edited["end"]) == (saved["start"], saved["end"]) and edited["edited"]
+    assert read_json(rerun / "lyrics_edits.json")["lines"] == read_json(edits_file)["lines"]  # carried on
+    stages = read_json(rerun / "manifest.json")["stages"]
+    segments = len(read_json(rerun / "segments.json")["segments"])
+    assert stages["annotate"] == {**stages["annotate"], "hits": 1, "misses": 1}  # aligned reused, edits applied
+    assert stages["segment"]["misses"] == 1  # replanned
+    assert 0 < stages["frames"]["misses"] < segments  # only the segments whose window moved are drawn again
+    assert probe(rerun / "master.mp4", decode=True)["video"]["decoded_frames"] == read_json(
+        rerun / "segments.json")["total_frames"]

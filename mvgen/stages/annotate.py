@@ -202,7 +202,7 @@ class StableTsAligner:
             try:
                 try:
                     result = aligner.model.transcribe(audio, language=self.language, verbose=None, beam_size=1,
-                                                      condition_on_previous_text=False)
+                                                      condition_on_previous_text=False, temperature=0.0)
                 except TypeError:  # a backend without those decoding options
                     result = aligner.model.transcribe(audio, language=self.language, verbose=None)
             except (ValueError, RuntimeError) as exc:  # anchors are a refinement: align without them
@@ -582,6 +582,46 @@ def with_instrumentals(lyric: list[dict[str, Any]], duration: float, min_gap: fl
             breaks += 1
             phrase["section_index"] = breaks
     return out
+
+
+LYRICS_EDITS_JSON = "lyrics_edits.json"
+
+
+def check_line_edit(annotation: dict[str, Any], line: int, start: float, end: float) -> None:
+    """One line of error when a hand edit cannot apply: an unknown line, or times outside the song."""
+    if not any(p["kind"] == "lyric" and p["line"] == line for p in annotation["phrases"]):
+        raise MvgenError(f"no lyric line {line} in this annotation")
+    if not (0.0 <= start < end <= float(annotation["duration"])):
+        raise MvgenError(f"line {line}: start {start:.2f} s and end {end:.2f} s must satisfy "
+                         f"0 <= start < end <= {float(annotation['duration']):.2f}")
+
+
+def apply_line_edits(annotation: dict[str, Any], edits: dict[str, Any], min_gap: float) -> dict[str, Any]:
+    """The annotation with hand-set line times (``lyrics_edits.json``: {"lines": {"<line>": {"start", "end"}}}):
+    each edited line's words keep their relative timing inside the new window, its uncertainty flags go (a
+    person has looked), and the instrumental phrases are rebuilt around the result."""
+    wanted = {int(k): v for k, v in (edits.get("lines") or {}).items()}
+    lyric = []
+    for phrase in annotation["phrases"]:
+        if phrase["kind"] != "lyric":
+            continue
+        edit = wanted.get(phrase["line"])
+        if edit is None:
+            lyric.append(phrase)
+            continue
+        start, end = float(edit["start"]), float(edit["end"])
+        check_line_edit(annotation, phrase["line"], start, end)
+        old_start, old_length = phrase["start"], max(phrase["end"] - phrase["start"], 1e-6)
+        scale = (end - start) / old_length
+        words = [{**w, "start": round(start + (w["start"] - old_start) * scale, 3),
+                  "end": round(start + (w["end"] - old_start) * scale, 3)} for w in phrase["words"]]
+        lyric.append({**phrase, "start": start, "end": end, "words": words, "flags": [], "edited": True})
+    phrases = with_instrumentals(lyric, float(annotation["duration"]), min_gap)
+    flags = [{"phrase": p["index"], "line": p["line"], "problem": f["problem"]}
+             for p in phrases for f in annotation["flags"] if p["kind"] == "lyric" and f["line"] == p["line"]
+             and not p.get("edited")]
+    return {**annotation, "phrases": phrases, "flags": flags,
+            "edits": {str(k): {"start": float(v["start"]), "end": float(v["end"])} for k, v in sorted(wanted.items())}}
 
 
 def quality_summary(annotation: dict[str, Any]) -> str:
