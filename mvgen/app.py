@@ -43,8 +43,11 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
     from mvgen.pipeline import Pipeline, Stages
     from mvgen.store import ArtifactStore
 
+    from mvgen.safety import check_stage_config
+
     built = {}
     for group in GROUPS:
+        check_stage_config(group, OmegaConf.to_container(cfg[group], resolve=True))  # type: ignore[arg-type]
         try:
             built[group] = instantiate(cfg[group], _convert_="all")
         except InstantiationException as exc:
@@ -73,6 +76,7 @@ def _task(cfg: DictConfig) -> None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        _carry_song(run_dir)
         pipeline = build_pipeline(cfg, run_dir)
         if _rerun_of is not None:
             pipeline.manifest_extra["rerun_of"] = str(_rerun_of)
@@ -109,6 +113,19 @@ def _task(cfg: DictConfig) -> None:
     print(f"mvgen: {run_dir / 'master.mp4'} ({manifest['master']['duration']:.2f} s, "
           f"{manifest['master']['frames']} frames) in {manifest['wall_seconds']:.1f} s; "
           f"store hits {hits}, misses {misses}")
+
+
+def _carry_song(run_dir: Path) -> None:
+    """Keep the run's song file in its run directory, so the directory reruns on another machine."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from mvgen.safety import carry_song, find_song_file
+
+    runtime = HydraConfig.get().runtime
+    config_dirs = [s.path for s in runtime.config_sources if s.provider == "command-line" and s.schema == "file"]
+    song_file = find_song_file(str(runtime.choices.get("song")), config_dirs[0] if config_dirs else None)
+    if song_file is not None:
+        carry_song(song_file.read_text(encoding="utf-8"), run_dir)
 
 
 def _warn_if_config_drifted(cfg: DictConfig, original: Path) -> None:
@@ -192,6 +209,16 @@ def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> 
             GlobalHydra.instance().clear()
 
 
+def _check_song_file(args: Any) -> None:
+    """The chosen song file is data before Hydra reads it (``mvgen.safety.check_song_file``)."""
+    from mvgen.safety import check_song_file, find_song_file
+
+    chosen = [o.split("=", 1)[1] for o in args.overrides if o.startswith("song=")]
+    song_file = find_song_file(chosen[-1] if chosen else "demo", args.config_dir)
+    if song_file is not None and "," not in (chosen[-1] if chosen else ""):
+        check_song_file(song_file)
+
+
 def _needs_check(args: Any) -> bool:
     """Only overrides can be wrong at compose time; without any, skip the extra composition (about 0.4 s)."""
     flags = (args.help, args.hydra_help, args.cfg, args.info, args.shell_completion)
@@ -266,25 +293,28 @@ def help_text() -> str:
 
 # ------------------------------------------------------------------------------------- subcommands
 def _rerun(argv: list[str]) -> list[str]:
-    """Turn ``rerun RUN_DIR [OVERRIDES]`` into the original command line (plus any new overrides)."""
+    """Turn ``rerun RUN_DIR [OVERRIDES]`` into the command line that reproduces it (plus any new overrides).
+    The run directory's files are read as data and checked (``mvgen.safety``): a shared run directory can
+    choose mvgen options and set mvgen keys, nothing else."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from mvgen.safety import rerun_arguments
+
     global _rerun_of
     if not argv:
         raise MvgenError("usage: mvgen rerun RUN_DIR [OVERRIDE ...]")
     run_dir = Path(argv[0])
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
-        raise MvgenError(f"{run_dir} is not an mvgen run directory (no .hydra/overrides.yaml)")
-    overrides = yaml.safe_load(saved.read_text()) or []
-    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
-    extra: list[str] = []
-    if hydra_yaml.is_file():
-        hydra_cfg = yaml.safe_load(hydra_yaml.read_text())["hydra"]
-        for source in hydra_cfg.get("runtime", {}).get("config_sources", []):
-            if source.get("provider") == "command-line" and source.get("schema") == "file":
-                extra += ["--config-dir", source["path"]]
+    scratch = Path(tempfile.mkdtemp(prefix="mvgen-rerun-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    replay = rerun_arguments(run_dir, scratch)
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        raise MvgenError(f"{run_dir} has no .hydra/config.yaml; it is not a complete mvgen run directory")
     _rerun_of = run_dir.resolve()
-    print(f"mvgen: rerun of {run_dir} with {overrides + argv[1:] or 'no overrides'}")
-    return extra + list(overrides) + argv[1:]
+    shown = [a for a in replay if not a.startswith("--") and a != str(scratch)] + argv[1:]
+    print(f"mvgen: rerun of {run_dir} with {shown or 'no overrides'}")
+    return replay + argv[1:]
 
 
 def _compare(argv: list[str]) -> None:
@@ -322,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args_in = _rerun(args_in[1:])
         args_in = quote_path_values(args_in, multirun=any(a in ("-m", "--multirun") for a in args_in))
         args = get_args_parser().parse_args(args_in)
+        _check_song_file(args)
         if _needs_check(args):
             check_overrides(args.overrides, args.config_dir)
     except MvgenError as exc:

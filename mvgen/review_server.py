@@ -10,16 +10,22 @@ one run lose nothing); ``mvgen rerun RUN_DIR`` then continues from what was save
 - Frames: per segment, the lyric line, its time window and section, and the candidate frames side by side.
   A person approves one candidate, or asks for new seeds for the segment (``RUN_DIR/review.json``).
 
-Safety: binds 127.0.0.1 unless told otherwise; serves only image files inside the run directory (any
-path that resolves outside it is refused); every piece of lyric and prompt text is HTML-escaped.
+Safety: binds 127.0.0.1 (another address needs ``--allow-remote`` and prints a warning); answers only
+requests addressed to itself (Host check: no DNS rebinding); a change needs the page's per-session token,
+JSON and a same-origin request, so no other site can drive it; bodies are capped before they are read;
+every malformed request gets a 400-class answer with its reason; serves only image and WAV files inside
+the run directory; every piece of lyric and prompt text is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
 import html
 import json
+import math
+import secrets
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +37,8 @@ from mvgen.errors import MvgenError
 from mvgen.util import read_json, write_json
 
 SERVED_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".wav": "audio/wav"}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_BODY = 64 * 1024
 PIXELS_PER_SECOND = 40  # the lyrics view's timeline scale
 ENVELOPE_POINTS_PER_SECOND = 20
 
@@ -177,7 +185,7 @@ red lines have uncertain timing; every change is saved; then run mvgen rerun</sm
 <script id="lyrics-data" type="application/json">{data}</script></section>"""
 
 
-def render_page(review: dict[str, Any], title: str, lyrics: dict[str, Any] | None = None) -> str:
+def render_page(review: dict[str, Any], title: str, lyrics: dict[str, Any] | None = None, token: str = "") -> str:
     e = html.escape
     rows = []
     for name, record in review["segments"].items():
@@ -206,6 +214,7 @@ def render_page(review: dict[str, Any], title: str, lyrics: dict[str, Any] | Non
             f'</section>')
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mvgen review · {e(title)}</title>
+<meta name="mvgen-token" content="{e(token)}">
 <style>
 body {{ font: 14px system-ui, sans-serif; margin: 24px; background: #111; color: #eee; }}
 .cands {{ display: flex; gap: 10px; flex-wrap: wrap; }}
@@ -228,8 +237,9 @@ button {{ cursor: pointer; }} #summary {{ position: sticky; top: 0; background: 
 {''.join(rows)}
 <script>
 async function post(url, body) {{
-  const response = await fetch(url, {{method: "POST", headers: {{"Content-Type": "application/json"}},
-                                      body: JSON.stringify(body)}});
+  const token = document.querySelector('meta[name="mvgen-token"]').content;
+  const response = await fetch(url, {{method: "POST", headers: {{"Content-Type": "application/json",
+                                      "X-Mvgen-Token": token}}, body: JSON.stringify(body)}});
   const data = await response.json();
   if (!response.ok) {{ alert(data.error); throw new Error(data.error); }}
   return data;
@@ -313,12 +323,80 @@ if (lyricsData) {{
 """
 
 
-def make_handler(store: ReviewStore) -> type[BaseHTTPRequestHandler]:
+class BadRequest(Exception):
+    """A request the review server refuses: answered with its status and reason, never a traceback."""
+
+    def __init__(self, status: HTTPStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _integer(body: dict[str, Any], key: str) -> int:
+    value = body.get(key)
+    if type(value) is not int:  # noqa: E721 -- True and 1.9 are not candidates
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"{key} must be an integer, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _seconds(body: dict[str, Any], key: str) -> float:
+    value = body.get(key)
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"{key} must be a finite number of seconds")
+    return float(value)
+
+
+def make_handler(store: ReviewStore, token: str) -> type[BaseHTTPRequestHandler]:
+    """Requests are checked before anything is read or changed: the Host must be this server (no DNS
+    rebinding); a state change needs the page's per-session token, JSON, and a same-origin (or absent)
+    Origin; bodies over ``MAX_BODY`` bytes, or of unknown length, are refused before they are read."""
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "mvgen-review"
+        timeout = 10  # a client that promises a body and stops sending is dropped, not waited for
 
         def log_message(self, format: str, *args: Any) -> None:  # keep the console for the URL
             return
+
+        def _check_host(self) -> str:
+            host = self.headers.get("Host", "")
+            port = self.server.server_address[1]
+            allowed = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}",
+                       f"{self.server.server_address[0]}:{port}"}
+            if host not in allowed:
+                raise BadRequest(HTTPStatus.MISDIRECTED_REQUEST, f"Host {host[:60]!r} is not this review server")
+            return host
+
+        def _body(self) -> dict[str, Any]:
+            host = self._check_host()
+            origin = self.headers.get("Origin")
+            if origin is not None and origin != f"http://{host}":
+                raise BadRequest(HTTPStatus.FORBIDDEN, "cross-origin request refused")
+            if not hmac.compare_digest(self.headers.get("X-Mvgen-Token", ""), token):
+                raise BadRequest(HTTPStatus.FORBIDDEN, "missing or wrong session token: reload the review page")
+            if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+                raise BadRequest(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json")
+            raw = self.headers.get("Content-Length", "")
+            if not raw.isdigit():
+                raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "a Content-Length of 0 or more is required")
+            if int(raw) > MAX_BODY:
+                raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"bodies are limited to {MAX_BODY} bytes")
+            try:
+                data = self.rfile.read(int(raw))
+            except TimeoutError as exc:
+                raise BadRequest(HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive in time") from exc
+            if len(data) != int(raw):
+                raise BadRequest(HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length")
+            try:
+                body = json.loads(data or b"{}", parse_constant=_no_constant)
+            except (ValueError, RecursionError) as exc:
+                raise BadRequest(HTTPStatus.BAD_REQUEST, f"the body is not JSON: {str(exc)[:80]}") from exc
+            if not isinstance(body, dict):
+                raise BadRequest(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+            return body
+
+        def _refuse(self, problem: BadRequest) -> None:
+            self.close_connection = True
+            self._json(problem.status, {"error": str(problem)})
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
@@ -363,48 +441,59 @@ def make_handler(store: ReviewStore) -> type[BaseHTTPRequestHandler]:
             self._send(status, json.dumps(value).encode(), "application/json")
 
         def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-            path = urlparse(self.path).path
-            if path in ("/", "/index.html"):
-                lyrics = store.lyrics() if (store.run_dir / "annotation.json").is_file() else None
-                page = render_page(store.read(), store.run_dir.name, lyrics)
-                self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
-            elif path == "/api/review":
-                self._json(HTTPStatus.OK, store.read())
-            elif path == "/api/lyrics":
-                self._json(HTTPStatus.OK, store.lyrics())
-            elif path.startswith("/files/"):
-                file = store.file(path[len("/files/"):])
-                if file is None:
-                    self._json(HTTPStatus.NOT_FOUND, {"error": "no such file in this run"})
-                else:
-                    self._send_file(file)
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            path = urlparse(self.path).path
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(min(length, 65536)) or b"{}")
-                if path == "/api/approve":
-                    self._json(HTTPStatus.OK, store.approve(str(body["segment"]), int(body["candidate"])))
-                elif path == "/api/regenerate":
-                    self._json(HTTPStatus.OK, store.regenerate(str(body["segment"])))
+                self._check_host()
+                path = urlparse(self.path).path
+                if "\x00" in unquote(path):
+                    raise BadRequest(HTTPStatus.BAD_REQUEST, "a NUL byte in the path")
+                if path in ("/", "/index.html"):
+                    lyrics = store.lyrics() if (store.run_dir / "annotation.json").is_file() else None
+                    page = render_page(store.read(), store.run_dir.name, lyrics, token)
+                    self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
+                elif path == "/api/review":
+                    self._json(HTTPStatus.OK, store.read())
                 elif path == "/api/lyrics":
-                    self._json(HTTPStatus.OK, store.edit_line(int(body["line"]), float(body["start"]),
-                                                              float(body["end"])))
+                    self._json(HTTPStatus.OK, store.lyrics())
+                elif path.startswith("/files/"):
+                    file = store.file(path[len("/files/"):])
+                    if file is None:
+                        self._json(HTTPStatus.NOT_FOUND, {"error": "no such file in this run"})
+                    else:
+                        self._send_file(file)
                 else:
                     self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            except (MvgenError, KeyError, ValueError, TypeError) as exc:
-                self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            except BadRequest as problem:
+                self._refuse(problem)
+
+        def do_POST(self) -> None:  # noqa: N802
+            try:
+                body = self._body()
+                path = urlparse(self.path).path
+                if path == "/api/approve":
+                    result = store.approve(str(body.get("segment")), _integer(body, "candidate"))
+                elif path == "/api/regenerate":
+                    result = store.regenerate(str(body.get("segment")))
+                elif path == "/api/lyrics":
+                    result = store.edit_line(_integer(body, "line"), _seconds(body, "start"), _seconds(body, "end"))
+                else:
+                    raise BadRequest(HTTPStatus.NOT_FOUND, "not found")
+                self._json(HTTPStatus.OK, result)
+            except BadRequest as problem:
+                self._refuse(problem)
+            except MvgenError as exc:
+                self._refuse(BadRequest(HTTPStatus.BAD_REQUEST, str(exc)))
 
     return Handler
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
 
 
 def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
     store = ReviewStore(run_dir)
     try:
-        return ThreadingHTTPServer((host, port), make_handler(store))
+        return ThreadingHTTPServer((host, port), make_handler(store, secrets.token_urlsafe(24)))
     except OSError as exc:
         raise MvgenError(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port") from exc
 
@@ -416,7 +505,14 @@ def review_cli(argv: list[str]) -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow a --host other than loopback (anyone who can reach it can review)")
     args = parser.parse_args(argv)
+    if args.host not in LOOPBACK and not args.allow_remote:
+        raise MvgenError(f"--host {args.host} would let other machines drive this review page; add --allow-remote "
+                         "if that is what you want")
+    if args.host not in LOOPBACK:
+        print(f"mvgen: warning: the review page is reachable from other machines at {args.host}:{args.port}")
     server = make_server(args.run_dir, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"mvgen: review page for {args.run_dir} at http://{host}:{port}/  (Ctrl-C to stop; "

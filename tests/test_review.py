@@ -167,11 +167,100 @@ def test_server_binds_loopback_and_refuses_paths_outside_the_run(server: str, aw
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(server + path)
         assert info.value.code == 404, path
+    token = _token(server)
     request = urllib.request.Request(f"{server}/api/approve", data=json.dumps({"segment": "seg_000", "candidate": 9})
-                                     .encode(), headers={"Content-Type": "application/json"}, method="POST")
+                                     .encode(), headers={"Content-Type": "application/json", "X-Mvgen-Token": token},
+                                     method="POST")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request)
     assert info.value.code == 400 and "no candidate 9" in json.loads(info.value.read())["error"]
+
+
+def _token(server: str) -> str:
+    page = urllib.request.urlopen(server + "/").read().decode()
+    return page.split('name="mvgen-token" content="')[1].split('"')[0]
+
+
+def _raw(server: str, request: bytes, timeout: float = 15.0) -> tuple[int, str]:
+    """Send raw bytes; return (status, reason text). The server must answer, never hang or drop us."""
+    import socket
+
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode(errors="replace")
+
+
+def test_no_other_site_can_drive_the_review_server(server: str, awaiting_run: tuple[Path, Path]) -> None:
+    """The probes that got through before: cross-site POST, DNS rebinding, length games, odd JSON, loose types."""
+    _, run_dir = awaiting_run
+    before = (run_dir / "review.json").read_bytes()
+    token = _token(server)
+    port = server.rsplit(":", 1)[1]
+
+    def post(body: bytes, headers: dict[str, str], path: str = "/api/approve") -> tuple[int, str]:
+        lines = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        return _raw(server, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+    good = {"Content-Type": "application/json", "X-Mvgen-Token": token}
+    approve = json.dumps({"segment": "seg_000", "candidate": 1}).encode()
+    cases = [
+        (approve, {**good, "Origin": "http://evil.example", "Content-Length": str(len(approve))}, 403),
+        (approve, {"Content-Type": "text/plain", "X-Mvgen-Token": token, "Content-Length": str(len(approve))}, 415),
+        (approve, {"Content-Type": "application/json", "Content-Length": str(len(approve))}, 403),  # no token
+        (b"x" * 100, {**good, "Content-Length": "-1"}, 411),
+        (b"{}", {**good, "Content-Length": str(400 * 2**20)}, 413),  # refused before reading, no hang
+        (b"{}", {**good, "Content-Length": "200"}, 408),  # promises more than it sends: answered after a timeout
+        (b'{"segment": "seg_000", "candidate": 1e309}', {**good, "Content-Length": "42"}, 400),
+        (b"[" * 5000 + b"]" * 5000, {**good, "Content-Length": "10000"}, 400),
+        (b'{"segment": "seg_000", "candidate": true}', {**good, "Content-Length": "41"}, 400),
+        (b'{"segment": "seg_000", "candidate": 1.9}', {**good, "Content-Length": "40"}, 400),
+        (b'{"segment": "seg_000", "candidate": NaN}', {**good, "Content-Length": "40"}, 400),
+    ]
+    for body, headers, status in cases:
+        got, reason = post(body, headers)
+        assert got == status, (headers, body[:50], got, reason)
+        assert "error" in json.loads(reason)
+    rebinding = _raw(server, f"GET /api/review HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+                     .encode())
+    assert rebinding[0] == 421
+    assert _raw(server, f"GET /files/x%00y.png HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+                .encode())[0] == 400
+    assert (run_dir / "review.json").read_bytes() == before  # nothing changed
+
+
+def test_two_servers_on_one_run_lose_no_click(awaiting_run: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run_dir = awaiting_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    servers = [make_server(copy, port=0) for _ in range(2)]
+    for one in servers:
+        threading.Thread(target=one.serve_forever, daemon=True).start()
+    urls = [f"http://127.0.0.1:{one.server_address[1]}" for one in servers]
+    tokens = [_token(url) for url in urls]
+
+    def click(k: int) -> None:
+        request = urllib.request.Request(f"{urls[k % 2]}/api/regenerate", data=b'{"segment": "seg_000"}',
+                                         headers={"Content-Type": "application/json", "X-Mvgen-Token": tokens[k % 2]},
+                                         method="POST")
+        urllib.request.urlopen(request).read()
+
+    try:
+        workers = [threading.Thread(target=lambda k=k: [click(k * 25 + i) for i in range(25)]) for k in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        for one in servers:
+            one.shutdown()
+            one.server_close()
+    assert read_json(copy / "review.json")["segments"]["seg_000"]["reseed"] == 100
 
 
 def _chromium() -> object:
