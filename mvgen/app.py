@@ -3,7 +3,7 @@
     mvgen [OVERRIDES]                   one run (Hydra's own flags work: -m, --cfg job, --info defaults)
     mvgen rerun RUN_DIR [OVERRIDES]     replay RUN_DIR/.hydra/overrides.yaml against conf/ into a new run
     mvgen compare SWEEP_DIR             rebuild compare.html + compare.json for a sweep
-    mvgen review RUN_DIR                serve the review page for a review=manual run
+    mvgen review RUN_DIR                serve the review page (lyric timing, frames) for a run
     mvgen eval RUN_DIR [TRUTH]          alignment accuracy against ground truth
 
 Overrides are checked by composing the config before Hydra runs, so a typo or a wrong type is one
@@ -43,8 +43,10 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
     from mvgen.pipeline import Pipeline, Stages
     from mvgen.store import ArtifactStore
 
+    from mvgen.limits import check_limits
     from mvgen.safety import check_stage_config
 
+    check_limits(cfg)
     built = {}
     for group in GROUPS:
         check_stage_config(group, OmegaConf.to_container(cfg[group], resolve=True))  # type: ignore[arg-type]
@@ -107,6 +109,8 @@ def _task(cfg: DictConfig) -> None:
         print(f"mvgen: frames are ready for review ({len(manifest['awaiting_review'])} segments to approve): "
               f"mvgen review {run_dir}  then  mvgen rerun {run_dir}")
         return
+    for warning in manifest.get("warnings", [])[:5]:
+        print(f"mvgen: warning: {warning}", file=sys.stderr)
     stages = manifest["stages"]
     hits = sum(s["hits"] for s in stages.values())
     misses = sum(s["misses"] for s in stages.values())
@@ -177,6 +181,8 @@ def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from mvgen.limits import check_limits
+
     parser = OverridesParser.create()
     for override in overrides:
         try:
@@ -203,6 +209,7 @@ def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> 
                     trial = trial + [f"hydra.searchpath=[file://{Path(extra_dirs[0]).resolve()}]"]
                 cfg = compose(config_name="config", overrides=trial)
                 OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+                check_limits(cfg)
         except (HydraException, OmegaConfBaseException, ValueError) as exc:
             raise MvgenError(describe_config_error(exc)) from exc
         finally:
@@ -258,9 +265,11 @@ Usage:
   mvgen -m KEY=A,B [OVERRIDE ...]      sweep; writes compare.html + compare.json in the sweep directory
   mvgen rerun RUN_DIR [OVERRIDE ...]   reproduce a run from RUN_DIR/.hydra into a new run directory
   mvgen compare SWEEP_DIR              (re)build compare.html + compare.json for a sweep directory
-  mvgen review RUN_DIR [--port 8765]   serve the review page (review=manual) on 127.0.0.1
+  mvgen review RUN_DIR [--port 8765]   serve the review page on 127.0.0.1: fix lyric timing, approve frames
   mvgen eval RUN_DIR [TRUTH]           line-onset accuracy of RUN_DIR/annotation.json against truth.json
                                        or a JamendoLyrics CSV (start_time,end_time,lyrics_line)
+  mvgen eval DEV_SET_DIR [--model M]   align a folder of real songs (audio + lyrics.lrc) and report
+                                       per song and overall (see README, "Real-song dev set")
   mvgen --cfg job                      print the composed config (any KEY=VALUE there can be overridden)
   mvgen --info defaults                show which file fills each config group
   mvgen --hydra-help                   Hydra's own flags (--config-dir, --multirun, ...)
@@ -359,7 +368,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"mvgen: error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0]] + args_in
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)()
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)()
+    except KeyboardInterrupt:
+        print("\nmvgen: interrupted; finished segments are kept; run the same command to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

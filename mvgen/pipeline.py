@@ -239,6 +239,7 @@ class Pipeline:
                 return info
 
             entry = stats.count(self.store.get_or_build("music", key, build))
+            self.warnings += entry.info.get("warnings", [])
             for name in entry.files:
                 self._place(entry, name, name)
             return {"wav": self.run_dir / "song.wav", "hash": entry.files["song.wav"],
@@ -261,7 +262,12 @@ class Pipeline:
             for name in entry.files:
                 self._place(entry, name, name)
             path = self.run_dir / "annotation.json"
-            return {"data": read_json(path), "hash": entry.files["annotation.json"]}
+            data = read_json(path)
+            if data.get("lyrics_mismatch"):
+                from mvgen.stages.annotate import mismatch_summary
+
+                self.warnings.append(str(mismatch_summary(data)))
+            return {"data": data, "hash": entry.files["annotation.json"]}
 
     def _edited_annotation(self, aligned: Entry) -> Entry:
         """The annotation with the reviewer's hand-set line times applied: its own store entry, keyed on the

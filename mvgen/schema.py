@@ -308,6 +308,7 @@ class RuntimeConfig:
     accelerator: str = "auto"  # auto (cuda when runtime.device is cuda, else cpu) | cpu | cuda
     progress: bool = True
     debug: bool = False  # show tracebacks for user errors
+    confirm_large: bool = False  # go ahead with a run of over 10x the default preview's work (mvgen/limits.py)
     retry: RetryConfig = field(default_factory=RetryConfig)
 
 

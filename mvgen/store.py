@@ -136,7 +136,13 @@ class ArtifactStore:
         if entry is not None:
             return entry
         lock_path = self.root / ".locks" / f"{stage}-{key}.lock"
-        with open(lock_path, "a+b") as lock:
+        try:
+            lock = open(lock_path, "a+b")
+        except OSError as exc:
+            if exc.errno in _STORAGE_ERRNOS:
+                raise _storage_error(self.root, exc) from exc
+            raise
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 entry = self.get(stage, key)  # another process may have built it while we waited

@@ -87,9 +87,9 @@ CASES = [
     Case("audio-too-short", setup=_audio("short.wav", _wav(0.5)), expect="needs at least"),
     Case("audio-folder", args=["music=file", "music.path=/tmp"], expect="audio file not found"),
     # config
-    Case("negative-duration", args=["segment.min_seconds=-1"], expect="0 < min_seconds"),
+    Case("negative-duration", args=["segment.min_seconds=-1"], expect="segment.min_seconds=-1 is outside its range"),
     Case("inverted-durations", args=["segment.min_seconds=6", "segment.max_seconds=3"], expect="min_seconds <= target"),
-    Case("fps-zero", args=["render.fps=0"], expect="fps must be positive, got 0; set render.fps"),
+    Case("fps-zero", args=["render.fps=0"], expect="render.fps=0 is outside its range 1..120"),
     Case("width-not-multiple-of-32", args=["render.width=1000"], expect="multiples of 32"),
     Case("unknown-frames-preset", args=["frames=midjourney"], expect="Could not find 'frames/midjourney'"),
     Case("typo-in-key", args=["segmnt.max_seconds=3"], expect="Key 'segmnt' not in 'MvgenConfig'"),
@@ -114,11 +114,44 @@ CASES = [
     Case("review-without-run", args=["review", "/nonexistent/run"], expect="no review.json"),
     Case("rerun-without-run", args=["rerun", "/nonexistent/run"], expect="not an mvgen run directory"),
     Case("eval-without-annotation", args=["eval", "/nonexistent/run"], expect="no annotation"),
+    # limits (checked when the config is composed)
+    Case("candidates-100000", args=["frames.candidates=100000"], expect="frames.candidates=100000 is outside"),
+    Case("crf-99", args=["render.crf=99"], expect="render.crf=99 is outside its range 0..51"),
+    Case("frame-step-zero", args=["render.frame_step=0"], expect="render.frame_step=0 is outside"),
+    Case("audio-bitrate-zero", args=["assemble.audio_bitrate=0"], expect="assemble.audio_bitrate=0 is outside"),
+    Case("attempts-zero", args=["runtime.retry.render.attempts=0"], expect="attempts=0 is outside"),
+    Case("store-root-empty", args=["store.root="], expect="store.root is empty"),
+    Case("seed-negative", args=["seed=-1"], expect="seed=-1 is outside"),
+    Case("devices-64", args=["runtime.devices=64"], expect="this machine has"),
+    Case("sample-rate-7", args=["music.sample_rate=7"], expect="music.sample_rate=7 is outside"),
+    Case("large-run", args=["render.width=3840", "render.height=2176", "frames.candidates=16"],
+         expect="runtime.confirm_large=true"),
+    Case("preset-typo", args=["render.preset=fastest"], expect="not an x264 preset"),
+    # input that used to give a traceback or a misleading message
+    Case("audio-nan", setup=_audio("nan.wav", lambda path: sf.write(
+        path, np.where(np.arange(3 * 48000) % 100 == 0, np.nan, 0.3).astype(np.float32), 48000, subtype="FLOAT")),
+        expect="NaN or infinite samples"),
+    Case("non-ascii-title", args=["song.title=Été"], expect="quote the value for Hydra"),
+    # shared files (see also tests/test_safety.py)
+    Case("song-file-with-hydra-block", setup=_song("hydra:\n  run:\n    dir: /tmp/elsewhere\n"),
+         expect="may only hold song: and defaults:"),
+    Case("song-file-with-target", setup=_song("  extra:\n    _target_: pathlib.Path.touch\n"), expect="_target_"),
+    Case("rerun-without-config", setup=lambda case: _half_run(case), expect="no .hydra/config.yaml"),
+    Case("review-on-all-interfaces", args=["review", "/nonexistent/run", "--host", "0.0.0.0"],
+         expect="--allow-remote"),
 ]
 
 
+def _half_run(case: Path) -> list[str]:
+    """A run directory with its choices and overrides but no saved config."""
+    (case / "run" / ".hydra").mkdir(parents=True)
+    (case / "run" / ".hydra" / "overrides.yaml").write_text("[]\n")
+    (case / "run" / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      song: demo\n")
+    return ["rerun", str(case / "run")]
+
+
 def test_the_catalogue_is_large_enough() -> None:
-    assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
+    assert len(CASES) >= 55 and len({c.name for c in CASES}) == len(CASES)
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +173,8 @@ def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
 def test_bad_input_is_one_clear_line(case: Case, workdir: Path, song_conf: Path, tmp_path: Path) -> None:
     before = _snapshot(workdir)
     extra = case.setup(tmp_path) if case.setup else []
-    subcommand = case.args[:1] in (["review"], ["rerun"], ["eval"])
-    args = case.args if subcommand else ["--config-dir", str(song_conf), *FAST, *extra, *case.args]
+    subcommand = (case.args or extra)[:1] in (["review"], ["rerun"], ["eval"])
+    args = (case.args or extra) if subcommand else ["--config-dir", str(song_conf), *FAST, *extra, *case.args]
     if any(a.startswith("--config-dir") for a in extra):  # the case brings its own song
         args = [*extra, *FAST[1:], *case.args]
     proc = run_mvgen(args, workdir, env=case.env, check=False)
@@ -159,3 +192,23 @@ def test_debug_flag_shows_the_traceback(workdir: Path, song_conf: Path) -> None:
     proc = run_mvgen(["--config-dir", str(song_conf), *FAST, "music=file", "music.path=/nonexistent/x.wav",
                       "runtime.debug=true"], workdir, check=False)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "audio file not found" in proc.stderr
+
+
+def test_ctrl_c_is_one_line_and_keeps_what_is_finished(song_conf: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "mvgen", "--config-dir", str(song_conf), *FAST]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "outputs" / "store" / "annotate").is_dir() and time.time() < deadline:
+        time.sleep(0.2)  # interrupt once the song is made and the alignment under way
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-1500:]
+    assert err.strip().splitlines()[-1] == ("mvgen: interrupted; finished segments are kept; "
+                                            "run the same command to resume")
+    resumed = run_mvgen(["--config-dir", str(song_conf), *FAST], tmp_path)
+    assert "master.mp4" in resumed.stdout and " hits 0," not in resumed.stdout  # finished work was reused

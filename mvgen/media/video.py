@@ -14,8 +14,20 @@ from typing import Any, Iterable
 import av
 import numpy as np
 
+from mvgen.errors import MvgenError
+
 AUDIO_RATE = 48000
 _AUDIO_CHUNK = 1024
+
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+
+def check_preset(preset: str, key: str) -> None:
+    """An unknown x264 preset is a setting to fix, not a failure to retry."""
+    if preset not in X264_PRESETS:
+        raise MvgenError(f"{key}={preset!r} is not an x264 preset; use one of {', '.join(X264_PRESETS)}")
 
 
 def h264_options(preset: str, crf: int) -> dict[str, str]:

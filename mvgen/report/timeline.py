@@ -41,6 +41,11 @@ def plot_timeline(song_wav: Path, annotation: dict[str, Any], plan: dict[str, An
     ax_wave.set_ylabel("song")
     ax_wave.set_yticks([])
     ax_wave.set_title(title or "timeline", loc="left")
+    mismatch = annotation.get("lyrics_mismatch")
+    if mismatch:
+        ax_wave.text(0.5, 0.5, f"LYRICS DO NOT MATCH THE AUDIO? {mismatch['unplaced']} of {mismatch['lines']} lines "
+                     "could not be placed", transform=ax_wave.transAxes, ha="center", va="center", fontsize=16,
+                     color="#ff3b30", fontweight="bold", bbox={"facecolor": "white", "alpha": 0.8})
 
     flagged = {flag["phrase"] for flag in annotation.get("flags", [])}
     for phrase in annotation["phrases"]:

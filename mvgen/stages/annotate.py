@@ -164,6 +164,10 @@ class StableTsAligner:
                                       {"backend": "stable-ts", "model": aligner.name, "source": aligner.source,
                                        "compute_type": self.compute_type, "anchors": len(evidence.anchors),
                                        "vocals": self.vocals_model if self.isolate_vocals else None})
+        lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
+        unplaced = sum(p["confidence"] < self.limits["min_confidence"] for p in lyric)
+        if lyric and unplaced > len(lyric) / 2:  # most lines unheard: probably the wrong lyrics for this audio
+            annotation["lyrics_mismatch"] = {"unplaced": unplaced, "lines": len(lyric)}
         summary = quality_summary(annotation)
         if annotation["flags"] and self.gate == "fail":
             raise MvgenError(f"alignment quality gate failed: {summary}; check the lyrics match the song, "
@@ -624,10 +628,22 @@ def apply_line_edits(annotation: dict[str, Any], edits: dict[str, Any], min_gap:
             "edits": {str(k): {"start": float(v["start"]), "end": float(v["end"])} for k, v in sorted(wanted.items())}}
 
 
+def mismatch_summary(annotation: dict[str, Any]) -> str | None:
+    """The warning for lyrics that do not belong to the audio (most lines unplaced), or None."""
+    mismatch = annotation.get("lyrics_mismatch")
+    if not mismatch:
+        return None
+    return (f"LYRICS DO NOT MATCH THE AUDIO? {mismatch['unplaced']} of {mismatch['lines']} lines could not be "
+            "placed with confidence; check song.lyrics (annotate.gate=fail stops such runs)")
+
+
 def quality_summary(annotation: dict[str, Any]) -> str:
     lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
     flagged = sorted({f["line"] for f in annotation["flags"]})
     text = f"{len(lyric)} lyric lines, {len(flagged)} flagged"
+    mismatch = mismatch_summary(annotation)
+    if mismatch:
+        text = f"{text}; {mismatch}"
     if annotation["flags"]:
         shown = "; ".join(f"line {f['line'] + 1}: {f['problem']}" for f in annotation["flags"][:3])
         more = len(annotation["flags"]) - 3

@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 from mvgen.media.audio import read_wav
-from mvgen.media.video import AUDIO_RATE, concat_with_audio, frame_at, probe, reencode_concat
+from mvgen.media.video import AUDIO_RATE, check_preset, concat_with_audio, frame_at, probe, reencode_concat
 
 MASTER_MP4, THUMB_JPG, MASTER_LYRICS_MP4 = "master.mp4", "thumb.jpg", "master_lyrics.mp4"
 
@@ -36,6 +36,7 @@ class Assembler:
         self.audio_bitrate = audio_bitrate
         self.stream_copy = stream_copy
         self.preset, self.crf = preset, crf
+        check_preset(preset, "assemble.preset")
         self.subtitles, self.burn_lyrics = subtitles, burn_lyrics
         self.allow_gaps = allow_gaps  # read by the pipeline, which fills the gaps before assembly
 

@@ -177,11 +177,28 @@ class AudioFileSong:
         if duration > self.max_seconds:
             raise MvgenError(f"{self.path} is {duration:.0f} s long; the limit is music.max_seconds="
                              f"{self.max_seconds:g}")
-        if float(np.abs(samples).max(initial=0.0)) < 1e-4:
+        if not np.isfinite(samples).all():
+            raise MvgenError(f"{self.path} contains NaN or infinite samples; export the song again (16- or 24-bit "
+                             "PCM, or float without invalid values)")
+        peak = float(np.abs(samples).max(initial=0.0))
+        if peak < 1e-4:
             raise MvgenError(f"{self.path} is silent; give the mixed song with its vocals")
+        warnings = []
+        if stated is not None and duration < 0.97 * stated - 0.5:
+            warnings.append(f"{self.path.name} decodes to {duration:.1f} s but its container says {stated:.1f} s: "
+                            "the file is probably truncated")
+        clipped = float(np.mean(np.abs(samples) >= 0.999))
+        if peak > 1.0:
+            samples = samples * (0.98 / peak)
+            warnings.append(f"{self.path.name} peaks at {peak:.1f}x full scale: normalized to -0.2 dBFS")
+        elif clipped > 0.001:
+            warnings.append(f"{self.path.name} is clipped ({100 * clipped:.1f} % of samples at full scale): "
+                            "alignment and the master may suffer; use an unclipped export if you have one")
+        for warning in warnings:
+            log.warning("music: %s", warning)
         write_wav(out_dir / SONG_WAV, samples, self.rate)
         info = {"sample_rate": self.rate, "channels": 2, "duration": duration, "frames": len(samples),
-                "source": "file", "path": str(self.path), "title": song.get("title", "")}
+                "source": "file", "path": str(self.path), "title": song.get("title", ""), "warnings": warnings}
         write_json(out_dir / SONG_JSON, info)
         return info
 

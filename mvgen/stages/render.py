@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
 from mvgen.media.fonts import font
-from mvgen.media.video import write_clip
+from mvgen.media.video import check_preset, write_clip
 from mvgen.stages.prompts import derive_seed
 
 CAMERA_MOVES = ("push_in", "pull_out", "pan_right", "pan_left", "rise")
@@ -51,6 +51,7 @@ class AnimaticRenderer:
         self.frame_step, self.max_frames = frame_step, max_frames
         self.zoom, self.captions = zoom, captions
         self.preset, self.crf, self.seed = preset, crf, seed
+        check_preset(preset, "render.preset")
 
     def frame_rule(self) -> FrameRule:
         """The animatic stands in for the video model: its frame rule is the one its config names."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
-from mvgen.media.video import write_clip
+from mvgen.media.video import check_preset, write_clip
 from mvgen.stages.prompts import derive_seed
 
 log = logging.getLogger("mvgen")
@@ -76,6 +76,7 @@ class LtxRenderer:
         self.clip_candidates, self.clip_selection = clip_candidates, clip_selection
         self.audio_noise, self.max_sequence_length = audio_noise, max_sequence_length
         self.preset, self.crf = preset, crf
+        check_preset(preset, "render.preset")
         self._rule: FrameRule | None = None
 
     # ------------------------------------------------------------------------------------- rules
