@@ -304,7 +304,7 @@ def help_text() -> str:
 def _rerun(argv: list[str]) -> list[str]:
     """Turn ``rerun RUN_DIR [OVERRIDES]`` into the command line that reproduces it (plus any new overrides).
     The run directory's files are read as data and checked (``mvgen.safety``): a shared run directory can
-    choose mvgen options and set mvgen keys, nothing else."""
+    choose mvgen options and set mvgen values, nothing else."""
     import atexit
     import shutil
     import tempfile
@@ -318,11 +318,9 @@ def _rerun(argv: list[str]) -> list[str]:
     scratch = Path(tempfile.mkdtemp(prefix="mvgen-rerun-"))
     atexit.register(shutil.rmtree, scratch, True)
     replay = rerun_arguments(run_dir, scratch)
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
-        raise MvgenError(f"{run_dir} has no .hydra/config.yaml; it is not a complete mvgen run directory")
     _rerun_of = run_dir.resolve()
-    shown = [a for a in replay if not a.startswith("--") and a != str(scratch)] + argv[1:]
-    print(f"mvgen: rerun of {run_dir} with {shown or 'no overrides'}")
+    shown = [a for a in replay if "=" in a and not a.startswith(("song=", "+rerun="))] + argv[1:]
+    print(f"mvgen: rerun of {run_dir}: its saved config and song, options {shown}")
     return replay + argv[1:]
 
 

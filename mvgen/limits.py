@@ -46,6 +46,7 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 LARGE_RUN = 10.0
 DEFAULT_WORK = 4 * 1 * 960 * 544  # candidates x clip candidates x pixels of the default preview
+DEFAULT_TARGET_SECONDS = 5.0  # the default planner's clip length: shorter clips mean more of them
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -92,8 +93,10 @@ def check_limits(cfg: Any) -> None:
         if int(runtime.devices) > have:
             raise MvgenError(f"runtime.devices={runtime.devices} but this machine has {have} {accelerator} "
                              f"device(s); use at most {have}")
+    clips_per_default = DEFAULT_TARGET_SECONDS / max(float(_get(cfg, "segment.target_seconds") or 5.0), 0.2)
     work = ((_get(cfg, "frames.candidates") or 4) * (_get(cfg, "render.clip_candidates") or 1)
-            * (_get(cfg, "render.width") or 960) * (_get(cfg, "render.height") or 544))
+            * (_get(cfg, "render.width") or 960) * (_get(cfg, "render.height") or 544) * max(clips_per_default, 1.0))
     if work > LARGE_RUN * DEFAULT_WORK and not bool(_get(cfg, "runtime.confirm_large")):
         raise MvgenError(f"this run is {work / DEFAULT_WORK:.0f}x the default preview's work (frames.candidates x "
-                         "render.clip_candidates x render size); add runtime.confirm_large=true to go ahead")
+                         "render.clip_candidates x render size x clips per second); add runtime.confirm_large=true "
+                         "to go ahead")

@@ -5,9 +5,11 @@ callbacks, a ``_target_`` anywhere in a config, ``--experimental-rerun`` (a pick
 So before Hydra sees anything that came from a file:
 
 - a song file may hold ``song:`` and a defaults list choosing options of mvgen's own groups, nothing else;
-- a rerun reads the run directory's saved choices and overrides as data, and takes only ``key=value``
-  entries for mvgen's own keys (never ``hydra.*``, never a ``--`` flag, never a ``_target_``), with the
-  song file the run directory carries (``song.yaml``), not a path from another machine;
+- a rerun passes none of the run directory's text to Hydra's command-line parser: it reads the saved group
+  choices (each must be an existing mvgen option) and the saved config as data (mvgen's own keys only,
+  stage classes from mvgen's backends, no other ``_target_``), writes the values back with
+  ``yaml.safe_dump`` as one config, and uses the song file the run directory carries (``song.yaml``), never
+  a path from another machine; ``.hydra/overrides.yaml`` (where ``--`` flags could hide) is not read;
 - every stage is instantiated only from mvgen's own backend classes, and no ``_target_`` may sit inside a
   stage's settings (free-form dicts such as ``frames.extra`` stay plain values).
 """
@@ -26,7 +28,6 @@ from mvgen.errors import MvgenError
 GROUPS = ("music", "annotate", "segment", "prompts", "frames", "review", "render", "assemble", "profile", "song")
 CARRIED_SONG = "song.yaml"  # the run directory's own copy of its song, so it reruns anywhere
 EXTRA_TARGETS_ENV = "MVGEN_EXTRA_TARGETS"  # comma-separated extra classes (the test suite's fault backends)
-_KEY = re.compile(r"^(\+{0,2})([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)=(.*)$", re.DOTALL)
 _OPTION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -110,35 +111,48 @@ def find_song_file(name: str, config_dir: str | None) -> Path | None:
     return None
 
 
-def check_override(text: str, origin: str) -> str:
-    """One saved override, accepted only as ``key=value`` for mvgen's own keys, with no class in its value."""
-    match = _KEY.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise MvgenError(f"{origin}: {text!r} is not a key=value override; refusing to replay it")
-    key, value = match.group(2), match.group(3)
-    if key.split(".")[0] == "hydra" or key.split(".")[0] not in GROUPS + ("seed", "store", "runtime"):
-        raise MvgenError(f"{origin}: {text!r} sets {key}, which a shared run directory may not set; refusing")
-    if "_target_" in key or "_target_" in value:
-        raise MvgenError(f"{origin}: {text!r} names a class (_target_); refusing")
-    return text
+TOP_LEVEL = {"song", "music", "annotate", "segment", "prompts", "frames", "review", "render", "assemble", "seed",
+             "store", "runtime", "profile"}
+STAGE_GROUPS = ("music", "annotate", "segment", "prompts", "frames", "review", "render", "assemble")
+
+
+def check_saved_config(config: Any, origin: str) -> dict[str, Any]:
+    """A saved ``.hydra/config.yaml`` as plain data: mvgen's own keys only, each stage one of mvgen's backends,
+    no class named anywhere else."""
+    if not isinstance(config, dict):
+        raise MvgenError(f"{origin} is not a mapping; refusing")
+    unknown = sorted(map(str, set(config) - TOP_LEVEL))
+    if unknown:
+        raise MvgenError(f"{origin} sets {', '.join(unknown)}, which a shared run directory may not set; refusing")
+    for group in STAGE_GROUPS:
+        if not isinstance(config.get(group), dict):
+            raise MvgenError(f"{origin} has no {group} settings; refusing")
+        check_stage_config(group, config[group])
+    for key in ("song", "store", "runtime", "profile"):
+        found = _targets_inside(config.get(key), key)
+        if found:
+            raise MvgenError(f"{origin} holds a _target_ at {found[0]}; refusing")
+    return config
 
 
 def rerun_arguments(run_dir: Path, scratch: Path) -> list[str]:
-    """The command line that reproduces ``run_dir``, built from its saved files read as data: the group
-    choices (each an existing option), the overrides (checked by ``check_override``) and the carried song."""
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
-    if not saved.is_file() or not hydra_yaml.is_file():
-        raise MvgenError(f"{run_dir} is not an mvgen run directory (no .hydra/overrides.yaml and hydra.yaml)")
+    """The command line that reproduces ``run_dir`` without passing any of its text to Hydra's parser: the
+    group choices (each an existing mvgen option name), the run's carried song file, and the saved config
+    (checked by ``check_saved_config``) written back by ``yaml.safe_dump`` as one config that sets every value."""
+    hydra_yaml, saved = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "config.yaml"
+    if not hydra_yaml.is_file():
+        raise MvgenError(f"{run_dir} is not an mvgen run directory (no .hydra/hydra.yaml)")
+    if not saved.is_file():
+        raise MvgenError(f"{run_dir} has no .hydra/config.yaml; it is not a complete mvgen run directory")
     try:
-        overrides = yaml.safe_load(saved.read_text(encoding="utf-8")) or []
         choices = (yaml.safe_load(hydra_yaml.read_text(encoding="utf-8")) or {}).get("hydra", {}).get(
             "runtime", {}).get("choices", {})
-    except yaml.YAMLError as exc:
-        raise MvgenError(f"{run_dir}/.hydra cannot be read as YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(overrides, list) or not isinstance(choices, dict):
-        raise MvgenError(f"{run_dir}/.hydra is damaged (overrides must be a list, choices a mapping)")
-    origin = f"{run_dir}/.hydra/overrides.yaml"
+        config = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, AttributeError) as exc:
+        raise MvgenError(f"{run_dir}/.hydra cannot be read as mvgen's YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(choices, dict):
+        raise MvgenError(f"{run_dir}/.hydra/hydra.yaml is damaged (choices must be a mapping)")
+    check_saved_config(config, f"{run_dir}/.hydra/config.yaml")
     chosen: dict[str, str] = {}
     for group in GROUPS:
         option = choices.get(group)
@@ -148,24 +162,23 @@ def rerun_arguments(run_dir: Path, scratch: Path) -> list[str]:
             raise MvgenError(f"{run_dir}/.hydra/hydra.yaml chooses {group}={option!r}, which is not an mvgen "
                              f"option here; refusing")
         chosen[group] = option
-    replayed = [check_override(o, origin) for o in overrides]
-    head: list[str] = []
     song_file = run_dir / CARRIED_SONG
     if song_file.is_file():  # the run's own song, whatever folder it came from on the machine that made it
         check_song_file(song_file)
-        name = "rerun_" + re.sub(r"[^A-Za-z0-9_]", "_", str(choices.get("song") or "song"))
-        (scratch / "song").mkdir(parents=True, exist_ok=True)
-        (scratch / "song" / f"{name}.yaml").write_text(song_file.read_text(encoding="utf-8"), encoding="utf-8")
-        head = ["--config-dir", str(scratch)]
-        chosen["song"] = name
-        replayed = [o for o in replayed if _KEY.match(o).group(2) != "song"]  # type: ignore[union-attr]
+        text = song_file.read_text(encoding="utf-8")
     elif isinstance(choices.get("song"), str) and choices["song"] in options("song"):
-        chosen["song"] = choices["song"]
+        text = (Path(__file__).resolve().parent.parent / "conf" / "song" / f"{choices['song']}.yaml").read_text(
+            encoding="utf-8")
     else:
         raise MvgenError(f"{run_dir} carries no {CARRIED_SONG} and its song {choices.get('song')!r} is not in "
                          "conf/song/; copy the song file there")
-    overridden = {_KEY.match(o).group(2) for o in replayed}  # type: ignore[union-attr]
-    return head + [f"{g}={o}" for g, o in chosen.items() if g not in overridden] + replayed
+    (scratch / "song").mkdir(parents=True, exist_ok=True)
+    (scratch / "song" / "rerun.yaml").write_text(text, encoding="utf-8")
+    (scratch / "rerun").mkdir(parents=True, exist_ok=True)
+    (scratch / "rerun" / "values.yaml").write_text("# @package _global_\n" + yaml.safe_dump(config, sort_keys=False),
+                                                   encoding="utf-8")
+    return (["--config-dir", str(scratch)] + [f"{g}={o}" for g, o in chosen.items()]
+            + ["song=rerun", "+rerun=values"])
 
 
 def carry_song(song_file_text: str, run_dir: Path) -> None:

@@ -129,3 +129,24 @@ def test_beats_of_the_demo_song(demo: tuple[dict, Path]) -> None:
     assert np.abs(beats - np.round(beats / 0.6) * 0.6).max() < 0.1
     assert np.abs(downbeats - np.round(downbeats / 2.4) * 2.4).max() < 0.1
     assert detect_beats(out / "song.wav").tempo == pytest.approx(100, rel=0.02)  # no hint: same answer
+
+
+def test_audio_that_would_silently_be_wrong_is_repaired_or_warned(tmp_path: Path) -> None:
+    t = np.arange(48000 * 10) / 48000
+    tone = np.stack([np.sin(2 * np.pi * 220 * t)] * 2, axis=1).astype(np.float32)
+    sf.write(tmp_path / "loud.wav", 50 * tone, 48000, subtype="FLOAT")  # 50x full scale
+    info = AudioFileSong(str(tmp_path / "loud.wav")).make({"lyrics": "la"}, tmp_path)
+    samples, _ = sf.read(tmp_path / "song.wav")
+    assert np.abs(samples).max() == pytest.approx(0.98, abs=1e-3)
+    assert any("full scale: normalized" in w for w in info["warnings"])
+    _encode_with_pyav(tmp_path / "full.mp3", "mp3", 48000, 10.0)
+    data = (tmp_path / "full.mp3").read_bytes()
+    (tmp_path / "cut.mp3").write_bytes(data[: len(data) // 2])  # its Xing header still says 10 s
+    out = tmp_path / "cut"
+    out.mkdir()
+    info = AudioFileSong(str(tmp_path / "cut.mp3")).make({"lyrics": "la"}, out)
+    assert info["duration"] == pytest.approx(5.0, abs=0.2)
+    assert any("probably truncated" in w for w in info["warnings"])
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    assert AudioFileSong(str(tmp_path / "full.mp3")).make({"lyrics": "la"}, clean)["warnings"] == []

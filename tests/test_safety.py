@@ -47,39 +47,62 @@ def test_a_run_directory_reruns_without_the_folder_its_song_came_from(shared_run
     assert read_json(rerun / "manifest.json")["stages"]["render"]["misses"] == 0
 
 
-def _tampered(run: Path, tmp_path: Path, override: str) -> Path:
+def _tampered(run: Path, tmp_path: Path, edit) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
-    saved = yaml.safe_load((copy / ".hydra" / "overrides.yaml").read_text())
-    (copy / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(saved + [override]))
+    config = yaml.safe_load((copy / ".hydra" / "config.yaml").read_text())
+    edit(config)
+    (copy / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     return copy
 
 
-@pytest.mark.parametrize("make_override,expect", [
-    (lambda m: "--experimental-rerun", "not a key=value override"),
-    (lambda m: f"+hydra.callbacks.x={{_target_: pathlib.Path.write_text, self: {m}, data: pwned}}", "may not set"),
-    (lambda m: f"hydra.job_logging.handlers.file.filename={m}", "may not set"),
-    (lambda m: f"+frames.extra={{_target_: pathlib.Path.write_text, self: {m}, data: pwned}}", "names a class"),
-    (lambda m: f"+render.x._target_=pathlib.Path.touch", "names a class"),
-    (lambda m: f"+hydra.run.dir={m}", "may not set"),
+def _nested(path: list[str], value: object):
+    def edit(config: dict) -> None:
+        node = config
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("path,expect", [
+    (["hydra", "callbacks", "x"], "may not set"),
+    (["hydra", "job_logging", "handlers", "file", "filename"], "may not set"),
+    (["frames", "extra"], "holds a _target_"),
+    (["render", "_target_"], "not one of mvgen's backends"),
+    (["song", "visual", "extra"], "holds a _target_"),
+    (["runtime", "callback"], "holds a _target_"),
 ])
-def test_a_crafted_run_directory_is_refused(shared_run: tuple[Path, Path], tmp_path: Path, make_override,
-                                            expect: str) -> None:
+def test_a_crafted_saved_config_is_refused(shared_run: tuple[Path, Path], tmp_path: Path, path: list[str],
+                                           expect: str) -> None:
     workdir, run = shared_run
     marker = tmp_path / "pwned"
-    pickle_file = tmp_path / "payload.pickle"
-    pickle_file.write_bytes(pickle.dumps(_Payload(marker)))
-    override = make_override(marker)
-    copy = _tampered(run, tmp_path, override)
-    if override == "--experimental-rerun":  # the flag and its pickle, as two saved lines
-        saved = yaml.safe_load((copy / ".hydra" / "overrides.yaml").read_text())
-        (copy / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(saved + [str(pickle_file)]))
+    payload = {"_target_": "pathlib.Path.write_text", "self": str(marker), "data": "pwned"}
+    value = "pathlib.Path.touch" if path[-1] == "_target_" else (str(marker) if path[-1] == "filename" else payload)
+    copy = _tampered(run, tmp_path, _nested(path, value))
     before = sorted((workdir / "outputs").rglob("*"))
     proc = run_mvgen(["rerun", str(copy)], workdir, check=False)
     assert proc.returncode == 2 and expect in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not marker.exists()
     assert sorted((workdir / "outputs").rglob("*")) == before  # no run directory was even started
+
+
+def test_saved_overrides_are_never_replayed(shared_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """--experimental-rerun (a pickle), callbacks and log paths in overrides.yaml: never passed to Hydra."""
+    workdir, run = shared_run
+    marker = tmp_path / "pwned"
+    pickle_file = tmp_path / "payload.pickle"
+    pickle_file.write_bytes(pickle.dumps(_Payload(marker)))
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    hostile = ["--experimental-rerun", str(pickle_file),
+               f"+hydra.callbacks.x={{_target_: pathlib.Path.write_text, self: {marker}, data: pwned}}",
+               f"hydra.job_logging.handlers.file.filename={marker}"]
+    (copy / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(hostile))
+    rerun = run_dir_of(run_mvgen(["rerun", str(copy)], workdir))
+    assert not marker.exists()
+    assert sha256_file(rerun / "master.mp4") == sha256_file(run / "master.mp4")
 
 
 def test_a_chosen_option_that_is_not_mvgens_is_refused(shared_run: tuple[Path, Path], tmp_path: Path) -> None:
