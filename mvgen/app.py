@@ -69,8 +69,7 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
     assert isinstance(retry, dict)
     return Pipeline(song=song, stages=Stages(**built), configs=configs, store=ArtifactStore(cfg.store.root),
                     run_dir=run_dir, progress=cfg.runtime.progress, devices=cfg.runtime.devices,
-                    accelerator=accelerator, retry=retry,
-                    allow_gaps=bool(cfg.assemble.get("allow_gaps", False)))
+                    accelerator=accelerator, retry=retry)
 
 
 def _task(cfg: DictConfig) -> None:

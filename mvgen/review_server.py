@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote, urlparse
 
+from mvgen import review_record
 from mvgen.errors import MvgenError
 from mvgen.util import read_json, write_json
 
@@ -118,29 +119,16 @@ class ReviewStore:
     def approve(self, segment: str, candidate: int) -> dict[str, Any]:
         with self._locked():
             review = read_json(self.path)
-            record = self._segment(review, segment)
-            chosen = next((f for f in record["files"] if f["candidate"] == candidate), None)
-            if chosen is None:
-                raise MvgenError(f"{segment} has no candidate {candidate}; "
-                                 f"choose one of {[f['candidate'] for f in record['files']]}")
-            record.update(approved=candidate, approved_hash=chosen["hash"], image=chosen["image"],
-                          method="manual")
+            record = review_record.approve(review, segment, candidate)
             write_json(self.path, review)
             return record
 
     def regenerate(self, segment: str) -> dict[str, Any]:
         with self._locked():
             review = read_json(self.path)
-            record = self._segment(review, segment)
-            record.update(approved=None, approved_hash=None, image=None, reseed=int(record.get("reseed", 0)) + 1)
+            record = review_record.regenerate(review, segment)
             write_json(self.path, review)
             return record
-
-    @staticmethod
-    def _segment(review: dict[str, Any], segment: str) -> dict[str, Any]:
-        if segment not in review["segments"]:
-            raise MvgenError(f"no segment {segment!r} in this run")
-        return review["segments"][segment]
 
     def file(self, url_path: str) -> Path | None:
         """The file a URL names, if it is an image inside the run directory; otherwise None."""

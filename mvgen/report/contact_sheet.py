@@ -38,3 +38,13 @@ def contact_sheet(rows: list[dict[str, Any]], out_path: Path, thumb_width: int =
                 draw.text((x + 6, y + 4), "APPROVED", font=font(13, bold=True), fill=APPROVED,
                           stroke_width=2, stroke_fill=(0, 0, 0))
     sheet.save(out_path)
+
+
+def sheet_rows(segments: list[dict[str, Any]], candidates: dict[str, list[dict[str, Any]]],
+               review: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per segment that has frames: its label, its candidates' paths and the approved one."""
+    return [{"label": f"{s['name']}  {s['kind']}\n{s['start']:.2f}-{s['end']:.2f} s"
+                      f"\n{s['section']} {s['section_index']}\n{s['text'][:60]}",
+             "paths": [c["path"] for c in candidates[s["name"]]],
+             "approved": review["segments"].get(s["name"], {}).get("approved")}
+            for s in segments if s["name"] in candidates]

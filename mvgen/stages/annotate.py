@@ -42,6 +42,7 @@ from mvgen.errors import MvgenError
 from mvgen.lyrics import LyricLine, parse_lyrics
 from mvgen.media.audio import read_wav, to_mono_16k, write_wav
 from mvgen.util import write_json
+from mvgen.stages.protocols import AnnotateStage
 
 log = logging.getLogger("mvgen")
 
@@ -101,7 +102,7 @@ def is_vocalise(text: str) -> bool:
     return bool(tokens) and all(_VOCALISE_TOKEN.match(t) for t in tokens)
 
 
-class StableTsAligner:
+class StableTsAligner(AnnotateStage):
     def __init__(self, model: str = "auto", device: str = "cpu", compute_type: str = "int8", language: str = "en",
                  max_onset_lead: float = 0.5, instrumental_min_gap: float = 2.0, gate: str = "warn",
                  min_confidence: float = 0.2, max_words_per_second: float = 7.0,
@@ -696,7 +697,7 @@ def parse_lrc(text: str) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: e["start"])
 
 
-class LrcAnnotation:
+class LrcAnnotation(AnnotateStage):
     """Lyric timing from an LRC file (line times, and word times when the file has <mm:ss.xx> tags)."""
 
     def __init__(self, path: str, language: str = "en", instrumental_min_gap: float = 2.0,

@@ -18,6 +18,7 @@ import numpy as np
 
 from mvgen.media.audio import read_wav
 from mvgen.media.video import AUDIO_RATE, check_preset, concat_with_audio, frame_at, probe, reencode_concat
+from mvgen.stages.protocols import AssembleStage
 
 MASTER_MP4, THUMB_JPG, MASTER_LYRICS_MP4 = "master.mp4", "thumb.jpg", "master_lyrics.mp4"
 
@@ -30,7 +31,7 @@ def _signature(path: Path) -> tuple[Any, ...]:
                 stream.time_base)
 
 
-class Assembler:
+class Assembler(AssembleStage):
     def __init__(self, audio_bitrate: int = 192000, stream_copy: bool = True, preset: str = "veryfast",
                  crf: int = 18, subtitles: bool = True, burn_lyrics: bool = False, allow_gaps: bool = False) -> None:
         self.audio_bitrate = audio_bitrate
@@ -38,7 +39,27 @@ class Assembler:
         self.preset, self.crf = preset, crf
         check_preset(preset, "assemble.preset")
         self.subtitles, self.burn_lyrics = subtitles, burn_lyrics
-        self.allow_gaps = allow_gaps  # read by the pipeline, which fills the gaps before assembly
+        self.allow_gaps = allow_gaps  # make the master even if segments failed (stills over their windows)
+
+    def gap_clip(self, segment: dict[str, Any], still: Path | None, song_wav: Path, fps: int, size: tuple[int, int],
+                 preset: str, crf: int, out_path: Path) -> Path:
+        """A still over a failed segment's window (its approved frame, or black), encoded like the rendered
+        clips so they still concatenate by packet copy; with its slice of the song."""
+        from PIL import Image
+
+        from mvgen.media.video import write_clip
+        from mvgen.stages.render import generation_audio
+
+        if still is not None:
+            picture = np.asarray(Image.open(still).convert("RGB").resize(size, Image.LANCZOS))
+        else:
+            picture = np.zeros((size[1], size[0], 3), np.uint8)
+        samples, rate = read_wav(song_wav)
+        audio = generation_audio(samples, rate, segment, fps)[: int(round(segment["frames"] / fps * rate))]
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        write_clip(out_path, (picture for _ in range(segment["frames"])), fps, size[0], size[1], preset, crf,
+                   audio=audio)
+        return out_path
 
     def assemble(self, clips: list[Path], song_wav: Path, plan: dict[str, Any], width: int, height: int,
                  out_dir: Path, annotation: dict[str, Any] | None = None) -> dict[str, Any]:

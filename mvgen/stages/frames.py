@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from mvgen.errors import MvgenError
 from mvgen.media.fonts import font
+from mvgen.stages.protocols import FramesStage
 
 log = logging.getLogger("mvgen")
 
@@ -49,7 +50,7 @@ def _subject_scale(shot: str) -> float:
     return 0.3
 
 
-class StoryboardFrames:
+class StoryboardFrames(FramesStage):
     def __init__(self, candidates: int = 4, width: int = 960, height: int = 544, seed: int = 0) -> None:
         if candidates < 1:
             raise MvgenError(f"frames.candidates={candidates}; ask for at least 1")
@@ -165,7 +166,7 @@ REFERENCE_MODES = ("none", "given", "generate")
 SHARED_REFERENCE_PIPELINES = ("Flux2Pipeline", "Flux2KleinPipeline", "Flux2KleinKVPipeline")
 
 
-class DiffusersFrames:
+class DiffusersFrames(FramesStage):
     """Any diffusers text-to-image pipeline, by class name and ``id_or_path`` (hub id or local folder).
 
     Candidates are generated in batches of ``batch_size``, each with its own generator seeded from
@@ -201,6 +202,12 @@ class DiffusersFrames:
         self.negative_prompt = negative_prompt
         self.reference, self.reference_image, self.reference_prompt = reference, reference_image, reference_prompt
         self.extra = dict(extra or {})
+
+    def reference_mode(self) -> str:
+        return self.reference
+
+    def reference_image_path(self) -> Path | None:
+        return Path(self.reference_image).expanduser() if self.reference_image else None
 
     def degrade(self, exc: BaseException | None = None) -> str | None:
         """The next memory-saving fallback after an out-of-memory error, or None when all are on."""
@@ -277,3 +284,16 @@ class DiffusersFrames:
             if not np.isfinite(np.asarray(image, dtype=np.float32)).all():
                 raise RuntimeError("the frame model produced non-finite pixels")
         return images
+
+
+def build_frames(frames: FramesStage, song: dict[str, Any], segment: dict[str, Any], prompts: list[dict[str, Any]],
+                 reference: Path | None, tmp: Path) -> dict[str, Any]:
+    """One segment's candidate frames and prompts.json (a top-level function: picklable for fan-out workers)."""
+    from mvgen.util import write_json
+    from mvgen.validate import check_image
+
+    frames.generate(song, segment, prompts, tmp, reference=reference)
+    flags = {spec["candidate"]: check_image(tmp / f"cand_{spec['candidate']}.png", (frames.width, frames.height))
+             for spec in prompts}
+    write_json(tmp / "prompts.json", {"segment": segment["name"], "candidates": prompts})
+    return {"candidates": len(prompts), "flags": {k: v for k, v in flags.items() if v}}

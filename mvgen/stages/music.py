@@ -21,6 +21,7 @@ from mvgen.errors import MvgenError
 from mvgen.lyrics import parse_lyrics
 from mvgen.media.audio import audio_duration, decode_audio, resample, write_wav
 from mvgen.util import sha256_file, write_json
+from mvgen.stages.protocols import MusicStage
 
 log = logging.getLogger("mvgen")
 
@@ -35,7 +36,7 @@ def _midi_hz(note: float) -> float:
     return 440.0 * 2.0 ** ((note - 69) / 12.0)
 
 
-class DemoSongMaker:
+class DemoSongMaker(MusicStage):
     """Speech-synthesised vocals over a procedural backing track, with known line timings."""
 
     def __init__(self, voice: str = "en-us", words_per_minute: int = 150, sample_rate: int = 48000,
@@ -149,7 +150,7 @@ class DemoSongMaker:
         return out
 
 
-class AudioFileSong:
+class AudioFileSong(MusicStage):
     """An existing song: any format PyAV decodes, made canonical (float32, ``sample_rate``, stereo)."""
 
     def __init__(self, path: str, sample_rate: int = 48000, min_seconds: float = 2.0,
@@ -219,7 +220,7 @@ def format_ace_step_lyrics(lyrics: str) -> str:
     return "\n".join(out)
 
 
-class AceStepSong:
+class AceStepSong(MusicStage):
     """Song generation with ACE-Step 1.5 (``diffusers.AceStepPipeline``) from the song's style and lyrics."""
 
     def __init__(self, id_or_path: str, revision: str | None = None, dtype: str = "bfloat16", device: str = "cuda",

@@ -25,6 +25,7 @@ from mvgen.framing import FrameRule
 from mvgen.media.fonts import font
 from mvgen.media.video import check_preset, write_clip
 from mvgen.stages.prompts import derive_seed
+from mvgen.stages.protocols import RenderStage
 
 CAMERA_MOVES = ("push_in", "pull_out", "pan_right", "pan_left", "rise")
 
@@ -33,7 +34,7 @@ def _ease(t: float) -> float:
     return t * t * (3.0 - 2.0 * t)
 
 
-class AnimaticRenderer:
+class AnimaticRenderer(RenderStage):
     def __init__(self, fps: int = 25, width: int = 960, height: int = 544, frame_step: int = 8,
                  max_frames: int = 257, zoom: float = 0.12, captions: bool = True, preset: str = "veryfast",
                  crf: int = 20, seed: int = 0) -> None:
@@ -97,6 +98,30 @@ class AnimaticRenderer:
         x = {"pan_right": slack_x * p, "pan_left": slack_x * (1 - p)}.get(move, slack_x / 2)
         y = slack_y * (1 - p) if move == "rise" else slack_y / 2
         return (x, y, x + bw, y + bh)
+
+
+def generation_audio(samples: np.ndarray, rate: int, segment: dict[str, Any], fps: int) -> np.ndarray:
+    """The song from the segment's start, long enough for every frame the renderer generates (zero-padded past
+    the song's end); renderers keep only the covered part for the clip itself."""
+    a = int(round(segment["start"] * rate))
+    b = a + int(round(segment["generate_frames"] / fps * rate))
+    chunk = samples[a:b]
+    if len(chunk) < b - a:
+        chunk = np.concatenate([chunk, np.zeros((b - a - len(chunk), samples.shape[1]), samples.dtype)])
+    return chunk
+
+
+def build_clip(render: RenderStage, segment: dict[str, Any], image: Path, prompt: str, song_wav: Path,
+               tmp: Path) -> dict[str, Any]:
+    """One segment's clip, validated (a top-level function: picklable for fan-out workers)."""
+    from mvgen.media.audio import read_wav
+    from mvgen.validate import check_clip
+
+    samples, rate = read_wav(song_wav)
+    info = render.render(segment, image, generation_audio(samples, rate, segment, render.fps), tmp / "clip.mp4",
+                         prompt=prompt)
+    return {**info, "flags": check_clip(tmp / "clip.mp4", segment["frames"], (render.width, render.height),
+                                        render.fps)}
 
 
 def _take(frames: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:

@@ -34,6 +34,7 @@ from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
 from mvgen.media.video import check_preset, write_clip
 from mvgen.stages.prompts import derive_seed
+from mvgen.stages.protocols import RenderStage
 
 log = logging.getLogger("mvgen")
 
@@ -47,7 +48,7 @@ def is_index_limit_error(exc: BaseException) -> bool:
     return "32-bit index math" in text or "canUse32BitIndexMath" in text
 
 
-class LtxRenderer:
+class LtxRenderer(RenderStage):
     def __init__(self, id_or_path: str, revision: str | None = None, dtype: str = "bfloat16", device: str = "cuda",
                  offload: bool = False, vae_tiling: bool = False, fps: int = 25, width: int = 1920,
                  height: int = 1088, max_frames: int = 257, two_stage: bool = True,

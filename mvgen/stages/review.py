@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mvgen.stages.protocols import ReviewStage
 
 SCORE_FORMULA = ("clip_weight*cosine(CLIP text, CLIP image) [if clip_model] + contrast_weight*z(luma std) + "
                  "colourfulness_weight*z(Hasler-Suesstrunk colourfulness) + sharpness_weight*z(mean |Laplacian| of luma); "
@@ -41,7 +42,7 @@ def image_measures(path: Path) -> dict[str, float]:
             "sharpness": float(np.abs(laplacian).mean()), "blank": bool(luma.std() < 2.0)}
 
 
-class AutoReview:
+class AutoReview(ReviewStage):
     method = "auto"
 
     def __init__(self, contrast_weight: float = 1.0, colourfulness_weight: float = 1.0,
@@ -100,10 +101,10 @@ def _tensor(features: Any) -> Any:
     return features if hasattr(features, "dim") else features.pooler_output
 
 
-class ManualReview:
+class ManualReview(ReviewStage):
     """Approvals come from a person, through the review page; see mvgen/review_server.py."""
 
-    method = "manual"
+    manual = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8765) -> None:
         self.host, self.port = host, port

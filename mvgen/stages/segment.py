@@ -48,6 +48,7 @@ from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
 from mvgen.stages.beats import BeatGrid, detect_beats
 from mvgen.util import write_json
+from mvgen.stages.protocols import SegmentStage
 
 SEGMENTS_JSON = "segments.json"
 SEGMENTS_VERSION = 1
@@ -73,7 +74,7 @@ def frames_to_generate(covered: int, frame_step: int) -> int:
     return FrameRule(step=max(1, frame_step), max_frames=10**6).frames_for(covered)
 
 
-class PhrasePlanner:
+class PhrasePlanner(SegmentStage):
     def __init__(self, min_seconds: float = 2.0, target_seconds: float = 5.0, max_seconds: float = 8.0,
                  lead_in: float = 0.24, fps: int = 25,
                  strategy: str = "phrase", snap: str = "downbeat", snap_tolerance: float = 0.25,
