@@ -77,11 +77,9 @@ def renderer_for(pipe: Any, upsampler: Any, width: int, height: int, cuda: bool,
 
     from mvgen.stages.render_ltx import LtxRenderer
 
-    try:
-        import av  # noqa: F401  -- LTX2VideoCondition re-compresses the image with PyAV
-        crf = 33
-    except ImportError:
-        crf = 0
+    import importlib.util
+
+    crf = 33 if importlib.util.find_spec("av") else 0  # LTX2VideoCondition re-compresses the image with PyAV
     renderer = LtxRenderer(id_or_path="(in memory)", dtype="bfloat16" if cuda else "float32",
                            device="cuda" if cuda else "cpu", width=width, height=height, two_stage=two_stage,
                            upsampler_id_or_path="(in memory)", image_crf=crf,

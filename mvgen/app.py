@@ -16,9 +16,8 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mvgen.errors import MvgenError
@@ -26,10 +25,8 @@ from mvgen.schema import register_configs
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("music", "annotate", "segment", "prompts", "frames", "review", "render", "assemble")
-SUBCOMMANDS = ("rerun", "compare", "eval", "review")
 
 log = logging.getLogger("mvgen")
-_rerun_of: Path | None = None
 
 register_configs()
 
@@ -72,22 +69,22 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
                     accelerator=accelerator, retry=retry)
 
 
-def _task(cfg: DictConfig) -> None:
+def _task(cfg: DictConfig, rerun_of: Path | None = None) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         _carry_song(run_dir)
         pipeline = build_pipeline(cfg, run_dir)
-        if _rerun_of is not None:
-            pipeline.manifest_extra["rerun_of"] = str(_rerun_of)
-            _warn_if_config_drifted(cfg, _rerun_of)
+        if rerun_of is not None:
+            pipeline.manifest_extra["rerun_of"] = str(rerun_of)
+            _warn_if_config_drifted(cfg, rerun_of)
             from mvgen.util import read_json
 
-            if (_rerun_of / "review.json").is_file():  # approvals and new-seed requests carry over
-                pipeline.previous_review = read_json(_rerun_of / "review.json")
-            if (_rerun_of / "lyrics_edits.json").is_file():  # hand-set line times carry over
-                pipeline.lyrics_edits = read_json(_rerun_of / "lyrics_edits.json")
+            if (rerun_of / "review.json").is_file():  # approvals and new-seed requests carry over
+                pipeline.previous_review = read_json(rerun_of / "review.json")
+            if (rerun_of / "lyrics_edits.json").is_file():  # hand-set line times carry over
+                pipeline.lyrics_edits = read_json(rerun_of / "lyrics_edits.json")
         manifest = pipeline.run()
     except MvgenError as exc:
         if cfg.runtime.debug:
@@ -300,7 +297,7 @@ def help_text() -> str:
 
 
 # ------------------------------------------------------------------------------------- subcommands
-def _rerun(argv: list[str]) -> list[str]:
+def _rerun(argv: list[str]) -> tuple[list[str], Path]:
     """Turn ``rerun RUN_DIR [OVERRIDES]`` into the command line that reproduces it (plus any new overrides).
     The run directory's files are read as data and checked (``mvgen.safety``): a shared run directory can
     choose mvgen options and set mvgen values, nothing else."""
@@ -310,17 +307,15 @@ def _rerun(argv: list[str]) -> list[str]:
 
     from mvgen.safety import rerun_arguments
 
-    global _rerun_of
     if not argv:
         raise MvgenError("usage: mvgen rerun RUN_DIR [OVERRIDE ...]")
     run_dir = Path(argv[0])
     scratch = Path(tempfile.mkdtemp(prefix="mvgen-rerun-"))
     atexit.register(shutil.rmtree, scratch, True)
     replay = rerun_arguments(run_dir, scratch)
-    _rerun_of = run_dir.resolve()
     shown = [a for a in replay if "=" in a and not a.startswith(("song=", "+rerun="))] + argv[1:]
     print(f"mvgen: rerun of {run_dir}: its saved config and song, options {shown}")
-    return replay + argv[1:]
+    return replay + argv[1:], run_dir.resolve()
 
 
 def _compare(argv: list[str]) -> None:
@@ -332,30 +327,40 @@ def _compare(argv: list[str]) -> None:
 
 
 # -------------------------------------------------------------------------------------------- main
+def _review_cli(argv: list[str]) -> None:
+    from mvgen.review_server import review_cli
+
+    review_cli(argv)
+
+
+def _eval_cli(argv: list[str]) -> None:
+    from mvgen.evaluate import evaluate_cli
+
+    evaluate_cli(argv)
+
+
+def _help(argv: list[str]) -> None:
+    print(help_text(), end="")
+
+
+# Subcommands that run without Hydra; anything else is a Hydra command line (``rerun`` turns into one).
+SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "--help": _help, "-h": _help, "help": _help, "compare": _compare, "review": _review_cli, "eval": _eval_cli}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import hydra
+    # Hydra has no public API for its command-line parser; mvgen needs it to check overrides before Hydra runs.
     from hydra._internal.utils import get_args_parser
 
     args_in = list(sys.argv[1:] if argv is None else argv)
+    rerun_of = None
     try:
-        if args_in and args_in[0] in ("--help", "-h", "help"):
-            print(help_text(), end="")
-            return
-        if args_in and args_in[0] == "compare":
-            _compare(args_in[1:])
-            return
-        if args_in and args_in[0] == "review":
-            from mvgen.review_server import review_cli
-
-            review_cli(args_in[1:])
-            return
-        if args_in and args_in[0] == "eval":
-            from mvgen.evaluate import evaluate_cli
-
-            evaluate_cli(args_in[1:])
+        if args_in and args_in[0] in SUBCOMMANDS:
+            SUBCOMMANDS[args_in[0]](args_in[1:])
             return
         if args_in and args_in[0] == "rerun":
-            args_in = _rerun(args_in[1:])
+            args_in, rerun_of = _rerun(args_in[1:])
         args_in = quote_path_values(args_in, multirun=any(a in ("-m", "--multirun") for a in args_in))
         args = get_args_parser().parse_args(args_in)
         _check_song_file(args)
@@ -364,9 +369,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except MvgenError as exc:
         print(f"mvgen: error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+    def task(cfg: DictConfig) -> None:
+        _task(cfg, rerun_of)
+
     sys.argv = [sys.argv[0]] + args_in
     try:
-        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)()
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
     except KeyboardInterrupt:
         print("\nmvgen: interrupted; finished segments are kept; run the same command to resume", file=sys.stderr)
         sys.exit(130)

@@ -486,16 +486,32 @@ def make_server(run_dir: Path, host: str = "127.0.0.1", port: int = 8765) -> Thr
         raise MvgenError(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port") from exc
 
 
+def _saved_review_settings(run_dir: Path) -> dict[str, Any]:
+    """review.host and review.port from the run's saved config (review=manual), read as data."""
+    import yaml
+
+    saved = run_dir / ".hydra" / "config.yaml"
+    try:
+        review = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("review") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+    return {k: review[k] for k in ("host", "port") if isinstance(review.get(k), (str, int)) and review.get(k)}
+
+
 def review_cli(argv: list[str]) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="mvgen review", description="Serve a run's review page.")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default=None,
+                        help="address to bind (default: the run's review.host, else 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: the run's review.port, else 8765)")
     parser.add_argument("--allow-remote", action="store_true",
-                        help="allow a --host other than loopback (anyone who can reach it can review)")
+                        help="allow a host other than loopback (anyone who can reach it can review)")
     args = parser.parse_args(argv)
+    saved = _saved_review_settings(args.run_dir)
+    args.host = args.host or saved.get("host") or "127.0.0.1"
+    args.port = args.port or int(saved.get("port") or 8765)
     if args.host not in LOOPBACK and not args.allow_remote:
         raise MvgenError(f"--host {args.host} would let other machines drive this review page; add --allow-remote "
                          "if that is what you want")

@@ -140,8 +140,8 @@ class LrcAnnotateConfig:
 
 
 @dataclass
-class PhrasePlannerConfig:
-    _target_: str = "mvgen.stages.segment.PhrasePlanner"
+class SegmentPlannerConfig:
+    _target_: str = "mvgen.stages.segment.SegmentPlanner"
     min_seconds: float = 2.0
     target_seconds: float = 5.0
     max_seconds: float = 8.0
@@ -333,7 +333,7 @@ SCHEMAS: Dict[str, Dict[str, type]] = {
     "song": {"base_song": SongConfig},
     "music": {"base_demo": DemoMusicConfig, "base_file": FileMusicConfig, "base_ace_step": AceStepMusicConfig},
     "annotate": {"base_stable_ts": StableTsAlignConfig, "base_lrc": LrcAnnotateConfig},
-    "segment": {"base_phrase": PhrasePlannerConfig},
+    "segment": {"base_phrase": SegmentPlannerConfig},
     "prompts": {"base_prompts": PromptsConfig},
     "frames": {"base_storyboard": StoryboardFramesConfig, "base_diffusers": DiffusersFramesConfig},
     "review": {"base_auto": AutoReviewConfig, "base_manual": ManualReviewConfig},

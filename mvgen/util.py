@@ -62,3 +62,9 @@ def safe_name(text: str, fallback: str = "item", max_len: int = 48) -> str:
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", folded).strip("-_").lower()[:max_len].strip("-_")
     return slug or fallback
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from (base seed, segment, candidate, ...): any single frame can be regenerated alone."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

@@ -13,7 +13,7 @@ from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
 from mvgen.model_shapes import INDEX_LIMIT, build_ltx23, decode_index_peak, parameter_bytes, resident_weights
 from mvgen.stages.render_ltx import LtxRenderer
-from mvgen.stages.segment import PhrasePlanner
+from mvgen.stages.segment import SegmentPlanner
 
 GIB = 2**30
 
@@ -76,7 +76,7 @@ def test_the_default_planner_makes_clips_the_model_runs_without_padding(ltx23_co
     phrases = [{"text": f"line {i}", "start": 3.0 + 6.3 * i, "end": 3.0 + 6.3 * i + 4.1 + (i % 4) * 0.6,
                 "kind": "lyric", "section": "verse", "section_index": 1, "line": i, "words": []} for i in range(36)]
     annotation = {"duration": 240.0, "phrases": phrases}
-    plan = PhrasePlanner(fps=25, snap="none").plan(annotation, rule=rule)
+    plan = SegmentPlanner(fps=25, snap="none").plan(annotation, rule=rule)
     frames = [s["generate_frames"] for s in plan["segments"]]
     assert all(resolve_canvas(n, 8)[0] == n for n in frames)  # the pipeline's own canvas: no padding
     assert all(rule.allowed(n) and n <= 257 for n in frames)

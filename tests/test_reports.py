@@ -16,7 +16,7 @@ from .test_segment import _annotation, _grid
 
 
 def test_timeline_of_a_four_minute_song(tmp_path: Path) -> None:
-    from mvgen.stages.segment import PhrasePlanner
+    from mvgen.stages.segment import SegmentPlanner
 
     duration = 240.0
     t = np.arange(int(duration * 8000)) / 8000
@@ -24,7 +24,7 @@ def test_timeline_of_a_four_minute_song(tmp_path: Path) -> None:
     write_wav(tmp_path / "song.wav", audio, 8000)
     spans = [(6.0 + 8.0 * k, 10.5 + 8.0 * k) for k in range(28)]
     annotation = _annotation(duration, spans)
-    plan = PhrasePlanner(fps=25).plan(annotation, beats=_grid(duration, 100.0, 0.0))
+    plan = SegmentPlanner(fps=25).plan(annotation, beats=_grid(duration, 100.0, 0.0))
     plot_timeline(tmp_path / "song.wav", annotation, plan, tmp_path / "timeline.png", "four minutes")
     with Image.open(tmp_path / "timeline.png") as image:
         # 40 inches at 100 dpi: about 17 px per second of song, so each clip label has room
@@ -49,13 +49,13 @@ def test_beat_grid_serialises() -> None:
 
 
 def test_flagged_lines_are_marked_on_the_timeline(tmp_path: Path) -> None:
-    from mvgen.stages.segment import PhrasePlanner
+    from mvgen.stages.segment import SegmentPlanner
 
     duration = 30.0
     t = np.arange(int(duration * 8000)) / 8000
     write_wav(tmp_path / "song.wav", np.stack([0.2 * np.sin(2 * np.pi * 110 * t)] * 2, axis=1).astype(np.float32), 8000)
     annotation = _annotation(duration, [(2.0, 6.0), (8.0, 12.0), (14.0, 18.0)])
-    plan = PhrasePlanner(fps=25).plan(annotation, beats=_grid(duration, 100.0, 0.0))
+    plan = SegmentPlanner(fps=25).plan(annotation, beats=_grid(duration, 100.0, 0.0))
     plot_timeline(tmp_path / "song.wav", annotation, plan, tmp_path / "plain.png")
     lyric = next(p for p in annotation["phrases"] if p["kind"] == "lyric" and p["start"] >= 8.0)
     flagged = {**annotation, "flags": [{"phrase": lyric["index"], "line": lyric["line"], "problem": "split line"}]}

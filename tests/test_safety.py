@@ -136,7 +136,7 @@ def test_a_song_file_is_data(tmp_path: Path, body: str, expect: str) -> None:
 
 def test_stages_are_built_only_from_mvgens_backends(tmp_path: Path, song_conf: Path) -> None:
     marker = tmp_path / "copied"
-    for override, expect in ((f"render._target_=shutil.copyfile", "not one of mvgen's backends"),
+    for override, expect in (("render._target_=shutil.copyfile", "not one of mvgen's backends"),
                              (f"+frames.scheduler_options={{_target_: shutil.copyfile, src: {song_conf}/song/short.yaml,"
                               f" dst: {marker}}}", "holds a _target_")):
         proc = run_mvgen(["--config-dir", str(song_conf), *FAST, override], tmp_path, check=False)

@@ -12,7 +12,7 @@ from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
 from mvgen.stages.annotate import with_instrumentals
 from mvgen.stages.beats import BeatGrid
-from mvgen.stages.segment import PhrasePlanner, frames_to_generate
+from mvgen.stages.segment import SegmentPlanner, frames_to_generate
 
 
 # LTX-2 DFR: 8k+1 frames whose canvas (n - 1 in whole 24- or 32-frame segments) needs no padding
@@ -31,7 +31,7 @@ def test_ltx_canvas_rule_wastes_no_padding(covered: int, expected: int) -> None:
 
 def test_a_rule_too_short_for_min_seconds_is_one_line() -> None:
     with pytest.raises(MvgenError, match="shorter than segment.min_seconds") as info:
-        PhrasePlanner(min_seconds=4.0, fps=25).plan(_annotation(20.0, [(1.0, 3.0)]), beats=BeatGrid(),
+        SegmentPlanner(min_seconds=4.0, fps=25).plan(_annotation(20.0, [(1.0, 3.0)]), beats=BeatGrid(),
                                                      rule=FrameRule(step=8, max_frames=49))
     assert "\n" not in str(info.value)
 
@@ -85,7 +85,7 @@ def _grid(duration: float, bpm: float, phase: float) -> BeatGrid:
 @settings(max_examples=80, deadline=None)
 def test_plan_invariants(layout: dict[str, Any], fps: int, max_seconds: float, strategy: str, bpm: float,
                          phase: float, with_beats: bool, rule: FrameRule) -> None:
-    planner = PhrasePlanner(min_seconds=2.0, target_seconds=min(5.0, max_seconds), max_seconds=max_seconds,
+    planner = SegmentPlanner(min_seconds=2.0, target_seconds=min(5.0, max_seconds), max_seconds=max_seconds,
                             fps=fps, strategy=strategy)
     beats = _grid(layout["duration"], bpm, phase) if with_beats else BeatGrid()
     plan = planner.plan(layout, beats=beats, rule=rule)
@@ -119,32 +119,32 @@ def test_cuts_move_to_downbeats_within_tolerance() -> None:
     # phrases at 5.1, 10.3, 15.2 s; downbeats every 2.4 s from 0: 4.8, 9.6/12.0, 14.4
     layout = _annotation(24.0, [(5.1, 8.0), (10.3, 13.0), (15.2, 18.0)])
     beats = _grid(24.0, 100.0, 0.0)
-    plan = PhrasePlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, fps=25, snap="downbeat",
+    plan = SegmentPlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, fps=25, snap="downbeat",
                          snap_tolerance=0.4).plan(layout, beats=beats)
     cuts = [s["start"] for s in plan["segments"][1:]]
     assert 4.8 in cuts  # 5.1 - 0.24 = 4.86 -> the downbeat at 4.8
     assert plan["report"]["cuts_on_downbeats"] >= 2
-    no_snap = PhrasePlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, fps=25, snap="none").plan(
+    no_snap = SegmentPlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, fps=25, snap="none").plan(
         layout, beats=beats)
     assert 4.8 not in [s["start"] for s in no_snap["segments"][1:]]
 
 
 def test_beat_strategy_cuts_whole_bars() -> None:
     layout = _annotation(48.0, [(5.0, 8.0), (20.0, 23.0)])
-    plan = PhrasePlanner(target_seconds=4.8, max_seconds=8.0, fps=25, strategy="beat").plan(
+    plan = SegmentPlanner(target_seconds=4.8, max_seconds=8.0, fps=25, strategy="beat").plan(
         layout, beats=_grid(48.0, 100.0, 0.0))
     for segment in plan["segments"]:
         assert segment["start_frame"] % 60 == 0  # 2.4 s bars at 25 fps = 60 frames
 
 
 def test_fixed_strategy_is_even() -> None:
-    plan = PhrasePlanner(target_seconds=5.0, fps=25, strategy="fixed", snap="none").plan(_annotation(60.0, []))
+    plan = SegmentPlanner(target_seconds=5.0, fps=25, strategy="fixed", snap="none").plan(_annotation(60.0, []))
     assert [s["frames"] for s in plan["segments"]] == [125] * 12
 
 
 def test_song_pins_and_forbidden_ranges() -> None:
     layout = _annotation(40.0, [(3.0, 6.0), (12.0, 15.0), (25.0, 28.0)])
-    planner = PhrasePlanner(fps=25)
+    planner = SegmentPlanner(fps=25)
     plan = planner.plan(layout, pins=[20.0, 33.0], forbid=[[8.0, 11.0]])
     starts = [s["start"] for s in plan["segments"]]
     assert 20.0 in starts and 33.0 in starts
@@ -158,7 +158,7 @@ def test_song_pins_and_forbidden_ranges() -> None:
 
 def test_long_phrase_is_split_between_words_not_inside() -> None:
     layout = _annotation(30.0, [(2.0, 20.0)])  # 18 s phrase, max 8 s
-    plan = PhrasePlanner(max_seconds=8.0, fps=25).plan(layout)
+    plan = SegmentPlanner(max_seconds=8.0, fps=25).plan(layout)
     words = layout["phrases"][1]["words"]
     for segment in plan["segments"][1:]:
         t = segment["start"]
@@ -168,7 +168,7 @@ def test_long_phrase_is_split_between_words_not_inside() -> None:
 
 def test_cuts_land_just_before_phrases() -> None:
     layout = _annotation(20.0, [(5.0, 8.0), (10.0, 13.0), (15.0, 18.0)])
-    plan = PhrasePlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, lead_in=0.24, fps=25).plan(layout)
+    plan = SegmentPlanner(min_seconds=1.0, target_seconds=5.0, max_seconds=8.0, lead_in=0.24, fps=25).plan(layout)
     starts = {s["start"] for s in plan["segments"]}
     for onset in (5.0, 10.0, 15.0):
         assert any(abs(onset - 0.24 - t) < 0.05 for t in starts), (onset, sorted(starts))
@@ -182,5 +182,5 @@ def test_cuts_land_just_before_phrases() -> None:
 ])
 def test_invalid_limits_fail_with_one_line(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(MvgenError, match=match) as info:
-        PhrasePlanner(**kwargs)
+        SegmentPlanner(**kwargs)
     assert "\n" not in str(info.value)

@@ -98,13 +98,13 @@ class Assembler(AssembleStage):
     def _burn(self, master: Path, out_path: Path, audio: np.ndarray, fps: int, lyric: list[dict[str, Any]]) -> None:
         """A copy of the master with the current lyric line captioned on the picture (words lit as sung)."""
         from mvgen.media.video import write_clip
-        from mvgen.stages.render import _CaptionPainter
+        from mvgen.media.captions import CaptionPainter
 
         words = [{**w, "line": p["line"]} for p in lyric for w in p["words"]]
         with av.open(str(master)) as container:
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
-            painter = _CaptionPainter({"words": words}, width, height)
+            painter = CaptionPainter({"words": words}, width, height)
 
             def frames() -> Any:
                 for index, frame in enumerate(container.decode(stream)):

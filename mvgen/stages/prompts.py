@@ -9,19 +9,19 @@ A song may override any segment's prompt, negative prompt or seed, or pin the ap
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from mvgen.errors import MvgenError
+from mvgen.util import derive_seed
 
 OVERRIDE_KEYS = ("prompt", "negative", "seed", "candidate")
 FIELDS = ("character", "location", "palette", "era", "camera", "shot", "lyric", "section", "mood", "style", "title")
 
-
-def derive_seed(*parts: Any) -> int:
-    """A 31-bit seed from (base seed, segment, candidate, ...): any single frame can be regenerated alone."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+# The mood a section asks of its pictures (segments.json carries it; the prompt templates use it).
+MOODS = {
+    "intro": "anticipation", "verse": "intimate", "pre_chorus": "rising tension", "chorus": "euphoric",
+    "bridge": "reflective", "break": "atmospheric", "outro": "resolution", "hook": "euphoric",
+}
 
 
 class _Fields(dict):

@@ -33,7 +33,7 @@ import numpy as np
 from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
 from mvgen.media.video import check_preset, write_clip
-from mvgen.stages.prompts import derive_seed
+from mvgen.util import derive_seed
 from mvgen.stages.protocols import RenderStage
 
 log = logging.getLogger("mvgen")

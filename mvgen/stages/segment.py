@@ -47,6 +47,7 @@ from typing import Any
 from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
 from mvgen.stages.beats import BeatGrid, detect_beats
+from mvgen.stages.prompts import MOODS
 from mvgen.util import write_json
 from mvgen.stages.protocols import SegmentStage
 
@@ -63,18 +64,12 @@ SNAP_BEAT = 0.1
 STRATEGIES = ("phrase", "beat", "fixed")
 SNAPS = ("downbeat", "beat", "none")
 
-MOODS = {
-    "intro": "anticipation", "verse": "intimate", "pre_chorus": "rising tension", "chorus": "euphoric",
-    "bridge": "reflective", "break": "atmospheric", "outro": "resolution", "hook": "euphoric",
-}
-
-
 def frames_to_generate(covered: int, frame_step: int) -> int:
     """Smallest count of the form ``frame_step * k + 1`` that covers ``covered`` frames (LTX: 8k+1)."""
     return FrameRule(step=max(1, frame_step), max_frames=10**6).frames_for(covered)
 
 
-class PhrasePlanner(SegmentStage):
+class SegmentPlanner(SegmentStage):
     def __init__(self, min_seconds: float = 2.0, target_seconds: float = 5.0, max_seconds: float = 8.0,
                  lead_in: float = 0.24, fps: int = 25,
                  strategy: str = "phrase", snap: str = "downbeat", snap_tolerance: float = 0.25,
