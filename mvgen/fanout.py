@@ -8,9 +8,12 @@ the store exactly as a single-process run would, so the results are identical.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from mvgen.store import ArtifactStore
+
+log = logging.getLogger("mvgen")
 
 Job = tuple[str, str, Callable[..., Any]]  # (stage, store key, picklable build(tmp_dir) callable)
 
@@ -35,3 +38,13 @@ def fan_out(store: ArtifactStore, jobs: list[Job], devices: int, accelerator: st
 
     fabric = Fabric(accelerator=accelerator, devices=devices, strategy="ddp_spawn")
     fabric.launch(_work, str(store.root), jobs)
+
+
+def fan_out_pending(store: ArtifactStore, stage: str, jobs: list[tuple[str, Any]], devices: int,
+                    accelerator: str) -> set[str]:
+    """Build the jobs (key, build) whose entries are not in the store yet across ``devices`` processes; returns
+    their keys (computed by this run, though the caller then reads them from the store)."""
+    waiting = [(stage, key, build) for key, build in jobs if store.get(stage, key) is None]
+    log.info("%s: %d pending segments across %d %s processes", stage, len(waiting), devices, accelerator)
+    fan_out(store, waiting, devices, accelerator)
+    return {key for _, key, _ in waiting}

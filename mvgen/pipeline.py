@@ -349,13 +349,10 @@ class Pipeline:
         the retry policy (a segment that still fails is recorded and skipped; the others go on)."""
         fanned: set[str] = set()
         if self.devices > 1:
-            from mvgen.fanout import fan_out
+            from mvgen.fanout import fan_out_pending
 
-            waiting = [(stage, key, build) for _, key, build in jobs if self.store.get(stage, key) is None]
-            log.info("%s: %d pending segments across %d %s processes", stage, len(waiting), self.devices,
-                     self.accelerator)
-            fan_out(self.store, waiting, self.devices, self.accelerator)
-            fanned = {key for _, key, _ in waiting}
+            fanned = fan_out_pending(self.store, stage, [(key, build) for _, key, build in jobs], self.devices,
+                                     self.accelerator)
         policy = RetryPolicy.from_config(self.retry.get(stage))
         for segment, key, build in tqdm(jobs, desc=f"  {stage}", unit="seg", leave=False, disable=not self.progress,
                                         file=sys.stderr):

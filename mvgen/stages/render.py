@@ -22,7 +22,7 @@ from PIL import Image
 from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
 from mvgen.media.captions import CaptionPainter
-from mvgen.media.video import check_preset, write_clip
+from mvgen.media.video import AUDIO_RATE, check_preset, write_clip
 from mvgen.util import derive_seed
 from mvgen.stages.protocols import RenderStage
 
@@ -37,8 +37,7 @@ class AnimaticRenderer(RenderStage):
     def __init__(self, fps: int = 25, width: int = 960, height: int = 544, frame_step: int = 8,
                  max_frames: int = 257, zoom: float = 0.12, captions: bool = True, preset: str = "veryfast",
                  crf: int = 20, seed: int = 0) -> None:
-        if fps <= 0:
-            raise MvgenError(f"render.fps={fps}; use a positive frame rate such as 25")
+        check_fps(fps)
         if width % 32 or height % 32:
             raise MvgenError(f"render size {width}x{height} must be multiples of 32 (the video model's grid); "
                              "e.g. 960x544 or 1920x1088")
@@ -71,7 +70,7 @@ class AnimaticRenderer(RenderStage):
         generated = self.generate(segment, image_path)
         covered = segment["frames"]
         count = write_clip(out_path, _take(generated, covered), self.fps, self.width, self.height,
-                           self.preset, self.crf, audio=audio[: int(round(covered / self.fps * 48000))])
+                           self.preset, self.crf, audio=covered_audio(audio, covered, self.fps))
         if count != covered:
             raise RuntimeError(f"{segment['name']}: renderer produced {count} of {covered} frames")
         return {"frames": count, "generated": segment["generate_frames"], "camera": self.camera_move(segment)}
@@ -97,6 +96,16 @@ class AnimaticRenderer(RenderStage):
         x = {"pan_right": slack_x * p, "pan_left": slack_x * (1 - p)}.get(move, slack_x / 2)
         y = slack_y * (1 - p) if move == "rise" else slack_y / 2
         return (x, y, x + bw, y + bh)
+
+
+def check_fps(fps: int) -> None:
+    if fps <= 0:
+        raise MvgenError(f"render.fps={fps}; use a positive frame rate such as 25")
+
+
+def covered_audio(audio: np.ndarray, frames: int, fps: int) -> np.ndarray:
+    """The part of the generation audio (48 kHz) under the ``frames`` a clip keeps."""
+    return audio[: int(round(frames / fps * AUDIO_RATE))]
 
 
 def generation_audio(samples: np.ndarray, rate: int, segment: dict[str, Any], fps: int) -> np.ndarray:

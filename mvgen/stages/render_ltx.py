@@ -32,7 +32,8 @@ import numpy as np
 
 from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
-from mvgen.media.video import check_preset, write_clip
+from mvgen.media.video import AUDIO_RATE, check_preset, write_clip
+from mvgen.stages.render import check_fps, covered_audio
 from mvgen.util import derive_seed
 from mvgen.stages.protocols import RenderStage
 
@@ -57,8 +58,7 @@ class LtxRenderer(RenderStage):
                  image_crf: int | None = None, seed: int = 0, motion: str = "", clip_candidates: int = 1,
                  clip_selection: str = "most_motion", audio_noise: float = 0.0, max_sequence_length: int = 1024,
                  preset: str = "veryfast", crf: int = 18) -> None:
-        if fps <= 0:
-            raise MvgenError(f"render.fps={fps}; use a positive frame rate such as 25")
+        check_fps(fps)
         if two_stage and not upsampler_id_or_path:
             raise MvgenError("render.two_stage=true needs render.upsampler_id_or_path (the x2 latent upsampler)")
         if clip_selection not in SELECTIONS:
@@ -208,7 +208,7 @@ class LtxRenderer(RenderStage):
                       encode)
 
     # ------------------------------------------------------------------------------------- audio
-    def audio_latents(self, audio: np.ndarray, rate: int = 48000) -> Any:
+    def audio_latents(self, audio: np.ndarray, rate: int = AUDIO_RATE) -> Any:
         """Waveform [n, 2] -> raw audio-VAE latents [1, C, T, mel]: log-mel (n_fft 1024, hop = the VAE's
         mel_hop_length, slaney, power 1), log(clamp 1e-5), then ``audio_vae.encode(...).latent_dist.mode()``."""
         import torch
@@ -252,7 +252,7 @@ class LtxRenderer(RenderStage):
         chosen, frames = best
         covered = segment["frames"]
         pixels = frames[:covered].cpu().numpy()
-        clip_audio = audio[: int(round(covered / self.fps * 48000))]
+        clip_audio = covered_audio(audio, covered, self.fps)
         count = write_clip(out_path, iter(pixels), self.fps, self.width, self.height, self.preset, self.crf,
                            audio=clip_audio)
         if count != covered:
