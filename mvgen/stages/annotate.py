@@ -41,7 +41,7 @@ import numpy as np
 from mvgen.errors import MvgenError
 from mvgen.lyrics import LyricLine, parse_lyrics
 from mvgen.media.audio import read_wav, to_mono_16k, write_wav
-from mvgen.util import write_json
+from mvgen.util import read_json, write_json
 from mvgen.stages.protocols import AnnotateStage
 
 log = logging.getLogger("mvgen")
@@ -636,6 +636,17 @@ def mismatch_summary(annotation: dict[str, Any]) -> str | None:
         return None
     return (f"LYRICS DO NOT MATCH THE AUDIO? {mismatch['unplaced']} of {mismatch['lines']} lines could not be "
             "placed with confidence; check song.lyrics (annotate.gate=fail stops such runs)")
+
+
+def build_edited_annotation(aligned: Path, edits: dict[str, Any], min_gap: float, out_dir: Path) -> dict[str, Any]:
+    """The store build of hand-set line times: the edited annotation (with its LRC/SRT) and the edits."""
+    from mvgen.validate import check_annotation
+
+    edited = apply_line_edits(read_json(aligned), edits, min_gap)
+    check_annotation(edited)
+    write_annotation(edited, out_dir)
+    write_json(out_dir / LYRICS_EDITS_JSON, edits)
+    return {"edited_lines": len(edits["lines"])}
 
 
 def quality_summary(annotation: dict[str, Any]) -> str:

@@ -1,0 +1,226 @@
+"""How each stage meets the store: its inputs, its key, its build, and what it places in the run directory.
+
+``pipeline.py`` holds the order of the stages and what flows between them; each function here is one step
+of it, given the running ``Pipeline`` (its song, stages, configs, workspace and manifest notes).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mvgen.manifest import StageStats
+from mvgen.review_record import REVIEW_JSON, ReviewPending, ReviewRecord, pending
+from mvgen.store import Entry
+from mvgen.util import read_json, write_json
+from mvgen.validate import check_annotation, check_plan, check_song
+
+if TYPE_CHECKING:
+    from mvgen.pipeline import Pipeline
+
+log = logging.getLogger("mvgen")
+
+# Song fields each stage depends on: editing the visual bible must not regenerate the song.
+SONG_FIELDS = {"music": ("lyrics", "style", "bpm", "language", "title"), "annotate": ("lyrics", "language")}
+SHOT_FIELDS = ("index", "name", "kind", "section", "section_index", "text", "start", "end")
+
+
+def music(p: Pipeline) -> dict[str, Any]:
+    with p.ws.stage("music") as stats:
+        backend = p.stages.music
+        inputs = {"song": song_part(p, "music"), **backend.fingerprint()}
+
+        def build(tmp: Path) -> dict[str, Any]:
+            info = backend.make(p.song, tmp)
+            check_song(tmp / "song.wav")
+            return info
+
+        entry = stats.count(p.ws.get("music", p.configs["music"], inputs, build))
+        p.warnings += entry.info.get("warnings", [])
+        p.ws.place_all(entry)
+        return {"wav": p.run_dir / "song.wav", "hash": entry.files["song.wav"]}
+
+
+def annotate(p: Pipeline, song: dict[str, Any]) -> dict[str, Any]:
+    from mvgen.stages.annotate import mismatch_summary
+
+    with p.ws.stage("annotate") as stats:
+        backend = p.stages.annotate
+        inputs = {"song.wav": song["hash"], "song": song_part(p, "annotate"), **backend.fingerprint()}
+
+        def build(tmp: Path) -> dict[str, Any]:
+            info = backend.annotate(p.song, song["wav"], tmp)
+            check_annotation(read_json(tmp / "annotation.json"))
+            return info
+
+        entry = stats.count(p.ws.get("annotate", p.configs["annotate"], inputs, build))
+        if (p.lyrics_edits or {}).get("lines"):
+            entry = stats.count(edited_annotation(p, entry))
+        p.ws.place_all(entry)
+        data = read_json(p.run_dir / "annotation.json")
+        if data.get("lyrics_mismatch"):
+            p.warnings.append(str(mismatch_summary(data)))
+        return {"data": data, "hash": entry.files["annotation.json"]}
+
+
+def edited_annotation(p: Pipeline, aligned: Entry) -> Entry:
+    """Hand-set line times as an entry of their own (keyed on the aligned annotation and the edits), so
+    only the segments whose timing changed are planned and made again."""
+    from mvgen.stages.annotate import build_edited_annotation
+
+    edits = {"version": 1, "lines": dict(sorted((p.lyrics_edits or {}).get("lines", {}).items()))}
+    build = partial(build_edited_annotation, aligned.file("annotation.json"), edits,
+                    float(p.configs["annotate"].get("instrumental_min_gap", 2.0)))
+    return p.ws.get("annotate_edits", {}, {"annotation": aligned.files["annotation.json"], "edits": edits},
+                       build)
+
+
+def segment(p: Pipeline, song: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any]:
+    from mvgen.stages.segment import format_report
+
+    with p.ws.stage("segment") as stats:
+        cuts = p.song.get("cuts") or {}
+        rule = p.stages.render.frame_rule()  # read from the render model's configs, no weights
+
+        def build(tmp: Path) -> dict[str, Any]:
+            plan = p.stages.segment.plan(annotation["data"], tmp, song_wav=song["wav"], bpm=p.song.get(
+                "bpm"), pins=cuts.get("pin", []), forbid=cuts.get("forbid", []), rule=rule)
+            check_plan(plan)
+            return plan["report"]
+
+        inputs = {"annotation": annotation["hash"], "song.wav": song["hash"],
+                  "song": {"bpm": p.song.get("bpm"), "cuts": cuts}, "frame_rule": rule.to_dict()}
+        entry = stats.count(p.ws.get("segment", p.configs["segment"], inputs, build))
+        plan = read_json(p.ws.place(entry, "segments.json"))
+        log.info(format_report(plan))
+        return {"data": plan, "hash": entry.files["segments.json"]}
+
+
+def frames(p: Pipeline, plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per segment: candidate PNGs + prompts.json. Returns {segment name: [candidate records]}."""
+    from mvgen.stages.frames import build_frames
+
+    with p.ws.stage("frames") as stats:
+        frames, reviewed = p.stages.frames, ReviewRecord(p.song, p.previous_review)
+        reference = identity_reference(p, stats)
+        jobs, prompts = [], {}
+        for segment in plan["data"]["segments"]:
+            specs = prompts[segment["name"]] = p.stages.prompts.build(
+                p.song, segment, frames.candidates, reseed=reviewed.reseed(segment["name"]))
+            key = p.store.key("frames", p.configs["frames"], {
+                "prompts": specs, "segment": {k: segment[k] for k in SHOT_FIELDS},
+                "palette": (p.song.get("visual") or {}).get("palette"),
+                "reference": reference["hash"] if reference else None})
+            jobs.append((segment, key, partial(build_frames, frames, p.song, segment, specs,
+                                               reference["path"] if reference else None)))
+        out: dict[str, list[dict[str, Any]]] = {}
+        for segment, entry in p.ws.per_segment("frames", jobs, frames, stats):
+            name = segment["name"]
+            out[name] = [{**spec, "hash": entry.files[f"cand_{spec['candidate']}.png"],
+                          "path": p.ws.place(entry, f"cand_{spec['candidate']}.png",
+                                                f"frames/{name}/cand_{spec['candidate']}.png")}
+                         for spec in prompts[name]]
+            p.ws.place(entry, "prompts.json", f"frames/{name}/prompts.json")
+        return out
+
+
+def identity_reference(p: Pipeline, stats: StageStats) -> dict[str, Any] | None:
+    """The identity reference image (given, or generated once from the visual bible), or None."""
+    frames, target = p.stages.frames, p.run_dir / "frames" / "reference.png"
+    if frames.reference_mode() == "given":
+        from PIL import Image
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(frames.reference_image_path()).convert("RGB").save(target)
+        return {"path": target, "hash": p.ws.record("frames/reference.png", target)}
+    if frames.reference_mode() != "generate":
+        return None
+    visual = p.song.get("visual") or {}
+    entry = stats.count(p.ws.get("reference", p.configs["frames"], {
+        "characters": visual.get("characters"), "era": visual.get("era")},
+        lambda tmp: frames.make_reference(p.song, tmp / "reference.png")))
+    return {"path": p.ws.place(entry, "reference.png", "frames/reference.png"),
+            "hash": entry.files["reference.png"]}
+
+
+def review(p: Pipeline, plan: dict[str, Any], candidates: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    from mvgen.stages.review import SCORE_FORMULA
+
+    with p.ws.stage("review") as stats:
+        segments, record = plan["data"]["segments"], ReviewRecord(p.song, p.previous_review)
+        if p.stages.review.manual:
+            review = record.manual(segments, candidates)
+            write_json(p.run_dir / REVIEW_JSON, review)
+            p.ws.record(REVIEW_JSON, p.run_dir / REVIEW_JSON)
+            if pending(review):
+                raise ReviewPending(pending(review))
+        else:
+            inputs = {"candidates": {n: [c["hash"] for c in r] for n, r in candidates.items()}, "pins": record.pins}
+            entry = stats.count(p.ws.get("review", p.configs["review"], inputs, lambda tmp: write_json(
+                tmp / REVIEW_JSON, record.automatic(segments, candidates, p.stages.review, SCORE_FORMULA))))
+            review = read_json(p.ws.place(entry, REVIEW_JSON))
+        approved = {name: next(c for c in candidates[name] if c["candidate"] == verdict["approved"])
+                    for name, verdict in review["segments"].items()}
+        return {"data": review, "approved": approved}
+
+
+def render(p: Pipeline, plan: dict[str, Any], review: dict[str, Any], song: dict[str, Any]) -> dict[str, Path]:
+    from mvgen.stages.render import build_clip
+
+    with p.ws.stage("render") as stats:
+        backend = p.stages.render
+        backend.frame_rule().check_plan(plan["data"]["segments"])  # before any model loads or denoises
+        jobs = []
+        for segment in plan["data"]["segments"]:
+            image = review["approved"].get(segment["name"])
+            if image is not None:  # else its frames failed: nothing to render from
+                key = p.store.key("render", p.configs["render"], {
+                    "image": image["hash"], "segment": segment, "song.wav": song["hash"], "prompt": image["prompt"]})
+                jobs.append((segment, key, partial(build_clip, backend, segment, image["path"], image["prompt"],
+                                                   song["wav"])))
+        todo = [review["approved"][s["name"]]["prompt"] for s, key, _ in jobs if p.store.get("render", key) is None]
+        if p.devices <= 1 and todo:
+            backend.prepare(todo)  # LTX: each prompt encoded once, then the text encoder leaves the GPU
+        clips: dict[str, Path] = {}
+        for segment, entry in p.ws.per_segment("render", jobs, backend, stats):
+            clips[segment["name"]] = p.ws.place(entry, "clip.mp4", f"clips/{segment['name']}.mp4")
+            p.warnings += [f"{segment['name']}: {flag}" for flag in entry.info.get("flags", [])]
+        return clips
+
+
+def assemble(p: Pipeline, plan: dict[str, Any], clips: dict[str, Path], song: dict[str, Any],
+              annotation: dict[str, Any], review: dict[str, Any]) -> None:
+    with p.ws.stage("assemble") as stats:
+        backend, render, segments = p.stages.assemble, p.stages.render, plan["data"]["segments"]
+        size = (render.width, render.height)
+        for segment in (s for s in segments if s["name"] not in clips):  # allow_gaps: a still over the window
+            image, dest = review["approved"].get(segment["name"]), f"clips/{segment['name']}.mp4"
+            p.ws.record(dest, backend.gap_clip(segment, image["path"] if image else None, song["wav"], render.fps,
+                                                  size, render.preset, render.crf, p.run_dir / dest))
+            p.manifest_extra.setdefault("gaps", []).append({"segment": segment["name"], "start": segment[
+                "start"], "end": segment["end"], "filled_with": "approved frame" if image else "black"})
+        ordered = [p.run_dir / "clips" / f"{s['name']}.mp4" for s in segments]
+        inputs = {"clips": [p.ws.outputs[f"clips/{s['name']}.mp4"] for s in segments], "song.wav": song["hash"],
+                  "plan": plan["hash"], "annotation": annotation["hash"]}
+        entry = stats.count(p.ws.get("assemble", {**p.configs["assemble"], "size": size}, inputs,
+                                        lambda tmp: backend.assemble(ordered, song["wav"], plan["data"], *size, tmp,
+                                                                     annotation=annotation["data"])))
+        p.ws.place_all(entry)
+        p.manifest_extra["master"] = entry.info
+
+
+def pictures(p: Pipeline, song: dict[str, Any], annotation: dict[str, Any], plan: dict[str, Any],
+              candidates: dict[str, list[dict[str, Any]]], review: dict[str, Any]) -> None:
+    """timeline.png and contact_sheet.png. ``review`` is review.json's content."""
+    from mvgen.report import run_pictures
+
+    with p.ws.stage("report") as stats:
+        title = f"{p.song.get('title') or p.song.get('id')} — {plan['data']['report']['count']} clips"
+        for name, config, inputs, build in run_pictures(song, annotation, plan, candidates, review, title):
+            p.ws.place(stats.count(p.ws.get(name, config, inputs, build)), f"{name}.png")
+
+
+def song_part(p: Pipeline, stage: str) -> dict[str, Any]:
+    return {k: p.song.get(k) for k in SONG_FIELDS[stage]}

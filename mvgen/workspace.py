@@ -1,0 +1,93 @@
+"""The ground the coordinator works on: the artifact store, the run directory, and what a run keeps account
+of (stage times and store hits, output hashes, failed segments).
+
+``get`` takes a store entry or builds it; ``place`` copies its files into the run directory; ``stage`` times a
+stage and frees its models when it ends; ``per_segment`` builds one entry per segment (fanned out across
+processes when asked, each under the retry policy, a failed segment recorded and skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from tqdm import tqdm
+
+from mvgen.manifest import StageStats
+from mvgen.retry import RetryPolicy, attempt
+from mvgen.store import ArtifactStore, Entry
+
+log = logging.getLogger("mvgen")
+
+Job = tuple[dict[str, Any], str, Callable[[Path], Any]]  # (segment, store key, build)
+
+
+@dataclass
+class Workspace:
+    store: ArtifactStore
+    run_dir: Path
+    progress: bool = True
+    devices: int = 1  # processes for per-segment work (Lightning Fabric, spawn)
+    accelerator: str = "cpu"
+    retry: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: attempts, backoff, timeout
+    stats: dict[str, StageStats] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # run-dir relative path -> sha256
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, stage: str, config: Any, inputs: dict[str, Any], build: Callable[[Path], Any]) -> Entry:
+        return self.store.get_or_build(stage, self.store.key(stage, config, inputs), build)
+
+    def place(self, entry: Entry, name: str, dest: str | None = None) -> Path:
+        """Copy one entry file into the run directory (at ``dest``, default its own name); record its hash."""
+        dest = dest or name
+        path = entry.copy_to(name, self.run_dir / dest)
+        self.outputs[dest] = entry.files[name]
+        return path
+
+    def place_all(self, entry: Entry) -> None:
+        for name in entry.files:
+            self.place(entry, name)
+
+    def record(self, dest: str, path: Path) -> str:
+        """A file made straight in the run directory (not from the store): record and return its hash."""
+        from mvgen.util import sha256_file
+
+        self.outputs[dest] = sha256_file(path)
+        return self.outputs[dest]
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[StageStats]:
+        from mvgen.models import release_models
+
+        stats = self.stats.setdefault(name, StageStats())
+        start = time.perf_counter()
+        try:
+            yield stats
+        finally:
+            release_models()  # a stage's models leave the GPU before the next stage loads its own
+            stats.seconds += time.perf_counter() - start
+            log.info("%-9s %6.2f s  hits %d  misses %d", name, stats.seconds, stats.hits, stats.misses)
+
+    def per_segment(self, stage: str, jobs: list[Job], backend: Any,
+                    stats: StageStats) -> Iterator[tuple[dict[str, Any], Entry]]:
+        """One loop for frames and render: fan out across processes if asked, then each segment's entry under
+        the retry policy (a segment that still fails is recorded and skipped; the others go on)."""
+        fanned: set[str] = set()
+        if self.devices > 1:
+            from mvgen.fanout import fan_out_pending
+
+            fanned = fan_out_pending(self.store, stage, [(key, build) for _, key, build in jobs], self.devices,
+                                     self.accelerator)
+        policy = RetryPolicy.from_config(self.retry.get(stage))
+        for segment, key, build in tqdm(jobs, desc=f"  {stage}", unit="seg", leave=False, disable=not self.progress,
+                                        file=sys.stderr):
+            entry = attempt(self.store, stage, segment["name"], key, build, backend, policy, self.failures)
+            if entry is not None:
+                if key in fanned:  # built moments ago by a worker process: computed by this run, not a hit
+                    entry.hit = False
+                yield segment, stats.count(entry)
