@@ -19,9 +19,20 @@ from omegaconf import MISSING
 
 
 @dataclass
+class Performer:
+    """Someone who sings: lyric tags and line prefixes name them ([chorus: Ana & Leo], ``Leo: ...``)."""
+
+    name: str = MISSING
+    description: str = ""  # how they look: used in the prompts of the segments they sing
+    reference_image: Optional[str] = None  # an identity reference for image-conditioned frame models
+    voice: str = ""  # the eSpeak voice that sings their lines in the demo song (e.g. en-us+f2)
+
+
+@dataclass
 class VisualBible:
     """What every frame of this song's video shares: who, where, which colours, which camera."""
 
+    performers: List[Performer] = field(default_factory=list)
     characters: List[str] = field(default_factory=list)
     locations: List[str] = field(default_factory=list)
     palette: List[str] = field(default_factory=list)  # hex colours, "#rrggbb"

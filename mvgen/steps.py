@@ -104,11 +104,13 @@ def frames(p: Pipeline, plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]
 
     with p.ws.stage("frames") as stats:
         frames, reviewed = p.stages.frames, ReviewRecord(p.song, p.previous_review)
-        reference = identity_reference(p, stats)
+        references = identity_reference(p, stats)
         jobs, prompts = [], {}
         for segment in plan["data"]["segments"]:
             specs = prompts[segment["name"]] = p.stages.prompts.build(
                 p.song, segment, frames.candidates, reseed=reviewed.reseed(segment["name"]))
+            singer = next((n for n in segment.get("performers", []) if n in references), "")
+            reference = references.get(singer)  # the segment's (first) performer, else the song's own
             key = p.store.key("frames", p.configs["frames"], {
                 "prompts": specs, "segment": {k: segment[k] for k in SHOT_FIELDS},
                 "palette": (p.song.get("visual") or {}).get("palette"),
@@ -126,23 +128,40 @@ def frames(p: Pipeline, plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]
         return out
 
 
-def identity_reference(p: Pipeline, stats: StageStats) -> dict[str, Any] | None:
-    """The identity reference image (given, or generated once from the visual bible), or None."""
-    frames, target = p.stages.frames, p.run_dir / "frames" / "reference.png"
-    if frames.reference_mode() == "given":
+def identity_reference(p: Pipeline, stats: StageStats) -> dict[str, dict[str, Any]]:
+    """The identity references, by performer ("" for the song's own): a performer's ``reference_image``, else
+    one generated once from their description; the song's own from ``frames.reference_image`` or its first
+    character. Empty when the frame backend takes no reference."""
+    from mvgen.util import safe_name
+
+    frames, visual = p.stages.frames, p.song.get("visual") or {}
+    mode = frames.reference_mode()
+    if mode == "none":
+        return {}
+
+    def copy(source: Path, dest: str) -> dict[str, Any]:
         from PIL import Image
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(frames.reference_image_path()).convert("RGB").save(target)
-        return {"path": target, "hash": p.ws.record("frames/reference.png", target)}
-    if frames.reference_mode() != "generate":
-        return None
-    visual = p.song.get("visual") or {}
-    entry = stats.count(p.ws.get("reference", p.configs["frames"], {
-        "characters": visual.get("characters"), "era": visual.get("era")},
-        lambda tmp: frames.make_reference(p.song, tmp / "reference.png")))
-    return {"path": p.ws.place(entry, "reference.png", "frames/reference.png"),
-            "hash": entry.files["reference.png"]}
+        (p.run_dir / dest).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(source).convert("RGB").save(p.run_dir / dest)
+        return {"path": p.run_dir / dest, "hash": p.ws.record(dest, p.run_dir / dest)}
+
+    def generate(character: str, dest: str) -> dict[str, Any]:
+        entry = stats.count(p.ws.get("reference", p.configs["frames"], {"characters": [character],
+                                                                      "era": visual.get("era")},
+                                     lambda tmp: frames.make_reference(p.song, tmp / "reference.png", character)))
+        return {"path": p.ws.place(entry, "reference.png", dest), "hash": entry.files["reference.png"]}
+
+    given = frames.reference_image_path()
+    references = {"": copy(given, "frames/reference.png") if mode == "given" and given else
+                  generate((visual.get("characters") or ["a singer"])[0], "frames/reference.png")}
+    for performer in visual.get("performers") or []:
+        dest = f"frames/reference_{safe_name(performer['name'], fallback='performer')}.png"
+        if performer.get("reference_image"):
+            references[performer["name"]] = copy(Path(performer["reference_image"]).expanduser(), dest)
+        elif mode == "generate":
+            references[performer["name"]] = generate(performer.get("description") or performer["name"], dest)
+    return references
 
 
 def review(p: Pipeline, plan: dict[str, Any], candidates: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -223,4 +242,8 @@ def pictures(p: Pipeline, song: dict[str, Any], annotation: dict[str, Any], plan
 
 
 def song_part(p: Pipeline, stage: str) -> dict[str, Any]:
-    return {k: p.song.get(k) for k in SONG_FIELDS[stage]}
+    """The song fields a stage depends on, with the performers it reads (names; voices for the demo song)."""
+    performers = (p.song.get("visual") or {}).get("performers") or []
+    return {**{k: p.song.get(k) for k in SONG_FIELDS[stage]},
+            "performers": [{"name": x.get("name"), "voice": x.get("voice")} if stage == "music" else x.get("name")
+                           for x in performers]}

@@ -70,6 +70,7 @@ CASES = [
     Case("empty-lyrics", setup=_lyrics(""), expect="no lyric lines"),
     Case("tags-only", setup=_lyrics("[verse]\n[chorus]"), expect="no lyric lines"),
     Case("broken-tag", setup=_lyrics("[chorus\nla la"), expect="looks like a broken section tag"),
+    Case("performer-tag-empty", setup=_lyrics("[chorus: ]\nla la"), expect="names no performer"),
     Case("ten-thousand-lines", setup=_lyrics("\n".join(f"line number {i}" for i in range(10000))),
          expect="the demo voice sings at most 300"),
     Case("absurd-bpm", setup=_song("  bpm: 5\n  lyrics: |\n    hello\n"), expect="use a tempo between 40 and 240"),

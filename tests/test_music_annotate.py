@@ -60,6 +60,16 @@ def test_alignment_on_the_demo_song_is_within_0_3_s(demo: tuple[dict, Path], tmp
     lyric = [p for p in phrases if p["kind"] == "lyric"]
     assert [p["section"] for p in lyric][:5] == ["verse"] * 4 + ["chorus"]
     assert all(p["words"] and 0 <= p["confidence"] <= 1 for p in lyric)
+    assert [p["performers"] for p in lyric] == [["Nova"]] * 4 + [["Nova", "Rio"]] * 4 + [["Rio"]] * 2
+
+
+def test_the_demo_is_a_duet_in_two_voices(demo: tuple[dict, Path], tmp_path: Path) -> None:
+    song, out = demo
+    assert read_json(out / "song.json")["voices"] == ["en-us", "en-us+m3"]
+    solo = {**song, "visual": {**song["visual"], "performers": [{**x, "voice": "en-us"}
+                                                                for x in song["visual"]["performers"]]}}
+    DemoSongMaker(seed=1234).make(solo, tmp_path)  # every line in one voice: a different vocal
+    assert sf.read(tmp_path / "song.wav")[0].tobytes() != sf.read(out / "song.wav")[0].tobytes()
 
 
 def test_english_only_model_refuses_other_languages() -> None:

@@ -359,6 +359,52 @@ def test_a_frame_preset_through_the_cli_with_reference_and_clip(tiny_sdxl: Path,
     assert manifest["master"]["video"]["width"] == 320  # the renderer scales the approved frame
 
 
+DUET_SONG = """# @package _global_
+defaults:
+  - base_song@song
+  - _self_
+song:
+  id: duet
+  title: Duet Test Song
+  language: en
+  bpm: 120
+  lyrics: |
+    [verse: Ana]
+    Paper boats are sailing down the street
+    [chorus: Ana & Leo]
+    Sing it loud and carry me away
+    Leo: Morning light is dancing at my feet
+  visual:
+    performers:
+      - name: Ana
+        description: a drummer in a yellow raincoat
+      - name: Leo
+        description: a bassist with a grey beard
+        reference_image: LEO_IMAGE
+    locations: [a flooded street]
+"""
+
+
+def test_every_performer_gets_an_identity_reference_and_duets_a_two_shot(tiny_sdxl: Path, tmp_path: Path) -> None:
+    leo = tmp_path / "leo.png"
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(leo)
+    (tmp_path / "conf" / "song").mkdir(parents=True)
+    (tmp_path / "conf" / "song" / "duet.yaml").write_text(DUET_SONG.replace("LEO_IMAGE", str(leo)))
+    args = ["--config-dir", str(tmp_path / "conf"), *FAST[1:], "song=duet", "frames=sdxl",
+            f"frames.id_or_path={tiny_sdxl}", "frames.dtype=float32", "frames.steps=2", "frames.width=96",
+            "frames.height=64", "frames.candidates=2", "frames.reference=generate"]
+    run = run_dir_of(run_mvgen(args, tmp_path))
+    assert Image.open(run / "frames" / "reference_ana.png").size == (96, 64)  # generated from her description
+    assert np.asarray(Image.open(run / "frames" / "reference_leo.png"))[0, 0].tolist() == [10, 200, 10]  # given
+    segments = read_json(run / "segments.json")["segments"]
+    manifest = read_json(run / "manifest.json")
+    assert manifest["stages"]["frames"]["misses"] == len(segments) + 2  # segments + the song's and Ana's
+    duet = [s for s in segments if s["performers"] == ["Ana", "Leo"]]
+    assert duet, [s["performers"] for s in segments]
+    prompts = read_json(run / "frames" / duet[0]["name"] / "prompts.json")["candidates"]
+    assert all("two-shot of both singers" in c["prompt"] and "grey beard" in c["prompt"] for c in prompts)
+
+
 # ------------------------------------------------------------------------------------- the lyrics view
 @pytest.fixture(scope="module")
 def auto_run(song_conf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -117,12 +117,14 @@ class ESpeak:
             return Speech(pcm.astype(np.float32) / 32768.0, self.rate, list(self._onsets))
 
 
-def _speak_all(texts: list[str], voice: str, words_per_minute: int) -> list[Speech]:
+def _speak_all(texts: list[str], voices: list[str], words_per_minute: int) -> list[Speech]:
     tts = ESpeak.shared()
-    return [tts.speak(text, voice=voice, words_per_minute=words_per_minute) for text in texts]
+    return [tts.speak(text, voice=voice, words_per_minute=words_per_minute) for text, voice in zip(texts, voices)]
 
 
-def speak_lines(texts: list[str], voice: str = "en-us", words_per_minute: int = 150) -> list[Speech]:
-    """Speak each text, in a fresh process so the result depends only on the arguments."""
+def speak_lines(texts: list[str], voice: str | list[str] = "en-us", words_per_minute: int = 150) -> list[Speech]:
+    """Speak each text (in one voice, or one voice per text), in a fresh process so the result depends only on
+    the arguments."""
+    voices = [voice] * len(texts) if isinstance(voice, str) else list(voice)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_speak_all, list(texts), voice, words_per_minute).result()
+        return pool.submit(_speak_all, list(texts), voices, words_per_minute).result()

@@ -44,7 +44,8 @@ def sheet_rows(segments: list[dict[str, Any]], candidates: dict[str, list[dict[s
                review: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per segment that has frames: its label, its candidates' paths and the approved one."""
     return [{"label": f"{s['name']}  {s['kind']}\n{s['start']:.2f}-{s['end']:.2f} s"
-                      f"\n{s['section']} {s['section_index']}\n{s['text'][:60]}",
+                      f"\n{s['section']} {s['section_index']}"
+                      f"{'  ' + ' & '.join(s['performers']) if s.get('performers') else ''}\n{s['text'][:60]}",
              "paths": [c["path"] for c in candidates[s["name"]]],
              "approved": review["segments"].get(s["name"], {}).get("approved")}
             for s in segments if s["name"] in candidates]

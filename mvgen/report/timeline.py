@@ -53,7 +53,8 @@ def plot_timeline(song_wav: Path, annotation: dict[str, Any], plan: dict[str, An
         uncertain = phrase["index"] in flagged
         ax_phr.barh(0, phrase["end"] - phrase["start"], left=phrase["start"], height=0.8, color=colour, alpha=0.85,
                     hatch="////" if uncertain else None, edgecolor="black" if uncertain else colour)
-        label = ("! " if uncertain else "") + (phrase["text"] or phrase["section"])
+        singers = " & ".join(phrase.get("performers") or [])
+        label = ("! " if uncertain else "") + (f"{singers}: " if singers else "") + (phrase["text"] or phrase["section"])
         ax_phr.text(phrase["start"] + 0.05, 0.55, label[:40], fontsize=7, rotation=25, ha="left", va="bottom",
                     clip_on=True)
         for word in phrase["words"]:
@@ -70,7 +71,9 @@ def plot_timeline(song_wav: Path, annotation: dict[str, Any], plan: dict[str, An
         colour = LYRIC if segment["kind"] == "lyric" else INSTRUMENTAL
         ax_seg.barh(0, segment["end"] - segment["start"], left=segment["start"], height=0.8, color=colour,
                     alpha=0.35 + 0.3 * (segment["index"] % 2), edgecolor="black", linewidth=0.6)
-        ax_seg.text((segment["start"] + segment["end"]) / 2, 0, f"{segment['index']}\n{segment['frames'] / plan['fps']:.1f}s",
+        initials = "&".join(name[:1] for name in segment.get("performers") or [])
+        ax_seg.text((segment["start"] + segment["end"]) / 2, 0,
+                    f"{segment['index']}{' ' + initials if initials else ''}\n{segment['frames'] / plan['fps']:.1f}s",
                     ha="center", va="center", fontsize=7)
         for ax in (ax_wave, ax_phr):
             ax.axvline(segment["start"], color="#999999", linewidth=0.5, zorder=0)

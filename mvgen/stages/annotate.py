@@ -22,7 +22,8 @@ annotation.json, version 1 (``ANNOTATION_SCHEMA`` below is the JSON Schema)::
 
     {"version": 1, "duration": s, "language": "en", "aligner": {...},
      "phrases": [{"index", "kind": "lyric"|"instrumental", "text", "line" (lyric line index or null),
-                  "section", "section_index", "start", "end", "confidence", "vocalise", "flags": [...],
+                  "section", "section_index", "performers": [names], "start", "end", "confidence",
+                  "vocalise", "flags": [...],
                   "words": [{"word", "start", "end", "probability"}]}],
      "flags": [{"phrase", "line", "problem"}]}
 """
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from mvgen.errors import MvgenError
-from mvgen.lyrics import LyricLine, parse_lyrics
+from mvgen.lyrics import LyricLine, parse_lyrics, performer_names
 from mvgen.media.audio import read_wav, to_mono_16k, write_wav
 from mvgen.util import read_json, write_json
 from mvgen.stages.protocols import AnnotateStage
@@ -131,7 +132,7 @@ class StableTsAligner(AnnotateStage):
     def annotate(self, song: dict[str, Any], song_wav: Path, out_dir: Path) -> dict[str, Any]:
         from mvgen.stages.whisper_models import load_aligner
 
-        lines = parse_lyrics(song["lyrics"])
+        lines = parse_lyrics(song["lyrics"], performer_names(song))
         samples, rate = read_wav(song_wav)
         duration = len(samples) / rate
         if len(lines) > max(4, duration / 0.5):
@@ -281,6 +282,7 @@ class StableTsAligner(AnnotateStage):
                 word["end"] = max(word["end"], word["start"])
         confidence = sum(w["probability"] for w in aligned) / len(aligned) if aligned else 0.0
         return {"kind": "lyric", "text": line.text, "line": line.index, "section": line.section,
+                "performers": list(line.performers),
                 "section_index": line.section_index,
                 "start": aligned[0]["start"] if aligned else offset,
                 "end": aligned[-1]["end"] if aligned else offset,
@@ -569,7 +571,7 @@ def with_instrumentals(lyric: list[dict[str, Any]], duration: float, min_gap: fl
     def instrumental(start: float, end: float, section: str) -> dict[str, Any]:
         return {"kind": "instrumental", "text": "", "line": None, "section": section, "section_index": 1,
                 "start": round(start, 3), "end": round(end, 3), "confidence": 1.0, "vocalise": False,
-                "flags": [], "words": []}
+                "flags": [], "words": [], "performers": []}
 
     out: list[dict[str, Any]] = []
     cursor = 0.0
@@ -732,7 +734,7 @@ class LrcAnnotation(AnnotateStage):
             raise MvgenError(f"{self.path} has no timed lines ([mm:ss.xx]text); give an LRC file")
         samples, rate = read_wav(song_wav)
         duration = len(samples) / rate
-        lines = parse_lyrics(song["lyrics"])
+        lines = parse_lyrics(song["lyrics"], performer_names(song))
         if len(lines) != len(entries):
             log.warning("the LRC file has %d lines, the song's lyrics %d; sections come from the LRC order",
                         len(entries), len(lines))
@@ -751,6 +753,7 @@ class LrcAnnotation(AnnotateStage):
                 words = [{"word": t, "start": entry["start"] + k * step, "end": entry["start"] + (k + 1) * step,
                           "probability": 1.0} for k, t in enumerate(tokens)]
             phrases.append({"kind": "lyric", "text": entry["text"], "line": i, "section": line.section,
+                            "performers": list(line.performers),
                             "section_index": line.section_index, "start": entry["start"], "end": end,
                             "confidence": 1.0, "vocalise": is_vocalise(entry["text"]), "flags": [], "words": words})
         annotation = build_annotation(phrases, duration, self.language, self.instrumental_min_gap,

@@ -234,10 +234,10 @@ class DiffusersFrames(FramesStage):
             pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **self.scheduler_options)
         return pipe
 
-    def make_reference(self, song: dict[str, Any], out_path: Path) -> None:
-        """Generate the identity reference once from the visual bible (stored and reused by every segment)."""
+    def make_reference(self, song: dict[str, Any], out_path: Path, character: str | None = None) -> None:
+        """Generate an identity reference once (stored and reused by every segment that character sings)."""
         visual = song.get("visual") or {}
-        character = (visual.get("characters") or ["a singer"])[0]
+        character = character or (visual.get("characters") or ["a singer"])[0]
         prompt = (self.reference_prompt or "character reference portrait of {character}, front view, neutral "
                   "background, even light, {era}").format(character=character, era=visual.get("era", ""))
         image = self._run([{"prompt": " ".join(prompt.split()), "negative": "", "seed": self.seed}], None)[0]

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from mvgen.errors import MvgenError
-from mvgen.lyrics import parse_lyrics
+from mvgen.lyrics import parse_lyrics, performer_names
 from mvgen.media.audio import audio_duration, decode_audio, resample, write_wav
 from mvgen.util import sha256_file, write_json
 from mvgen.stages.protocols import MusicStage
@@ -54,7 +54,7 @@ class DemoSongMaker(MusicStage):
     def make(self, song: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         from mvgen.media.tts import speak_lines
 
-        lines = parse_lyrics(song["lyrics"])
+        lines = parse_lyrics(song["lyrics"], performer_names(song))
         if len(lines) > MAX_DEMO_LINES:
             raise MvgenError(f"the song has {len(lines)} lyric lines; the demo voice sings at most {MAX_DEMO_LINES} "
                              "(about 20 minutes); shorten song.lyrics or use music=file")
@@ -62,7 +62,11 @@ class DemoSongMaker(MusicStage):
         if not 40 <= bpm <= 240:
             raise MvgenError(f"song.bpm={bpm:g}; use a tempo between 40 and 240")
         bar = 4 * 60.0 / bpm
-        speeches = speak_lines([line.text for line in lines], voice=self.voice,
+        voices = {x.get("name"): x.get("voice") for x in (song.get("visual") or {}).get("performers") or []}
+        # a line with several performers (a duet section) is sung by each in turn, line by line
+        line_voices = [voices.get(line.performers[line.index % len(line.performers)]) or self.voice
+                       if line.performers else self.voice for line in lines]
+        speeches = speak_lines([line.text for line in lines], voice=line_voices,
                                words_per_minute=self.words_per_minute)
 
         placed, cursor, previous_section = [], self.bars_intro * bar, None
@@ -100,7 +104,7 @@ class DemoSongMaker(MusicStage):
         write_wav(out_dir / SONG_WAV, mix.astype(np.float32), self.rate)
         info = {"sample_rate": self.rate, "channels": 2, "duration": total / self.rate, "frames": total,
                 "source": "demo", "seed": self.seed, "bpm": bpm, "title": song.get("title", ""),
-                "voice": self.voice}
+                "voice": self.voice, "voices": sorted(set(line_voices))}
         write_json(out_dir / SONG_JSON, info)
         write_json(out_dir / TRUTH_JSON, {"version": 1, "source": "demo", "lines": placed})
         return info
@@ -166,7 +170,7 @@ class AudioFileSong(MusicStage):
         return {"audio": sha256_file(self.path)}
 
     def make(self, song: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-        parse_lyrics(song["lyrics"])  # fail before decoding if the song file has no lyrics
+        parse_lyrics(song["lyrics"], performer_names(song))  # fail before decoding if the song has no lyrics
         stated = audio_duration(self.path) if self.path.is_file() else None
         if stated is not None and stated > self.max_seconds + 1:  # refuse an hour-long file before decoding it
             raise MvgenError(f"{self.path} is {stated:.0f} s long; the limit is music.max_seconds={self.max_seconds:g}")
@@ -204,9 +208,10 @@ class AudioFileSong(MusicStage):
         return info
 
 
-def format_ace_step_lyrics(lyrics: str) -> str:
-    """Lyrics the way ACE-Step was trained on them: lower-case [section] tags, a blank line between sections."""
-    lines = parse_lyrics(lyrics)
+def format_ace_step_lyrics(lyrics: str, performers: Sequence[str] = ()) -> str:
+    """Lyrics the way ACE-Step was trained on them: lower-case [section] tags, a blank line between sections,
+    no performer names."""
+    lines = parse_lyrics(lyrics, performers)
     out: list[str] = []
     previous = None
     for line in lines:
@@ -247,7 +252,7 @@ class AceStepSong(MusicStage):
 
         from mvgen.models import load_pipeline
 
-        lyrics = format_ace_step_lyrics(song["lyrics"])
+        lyrics = format_ace_step_lyrics(song["lyrics"], performer_names(song))
         pipe = load_pipeline(AceStepPipeline, self.id_or_path, self.revision, self.dtype, self.device, self.offload)
         tokens = len(pipe.tokenizer(f"# Languages\n{self.language}\n\n# Lyric\n{lyrics}<|endoftext|>").input_ids)
         if tokens > self.max_lyric_tokens:

@@ -51,13 +51,17 @@ class PromptBuilder:
         shots = self.shots[kind]
         locations = list(visual.get("locations") or ["an open space"])
         characters = list(visual.get("characters") or ["a singer"])
+        listed = {x.get("name"): x for x in visual.get("performers") or []}
+        singing = [listed[name] for name in segment.get("performers", []) if name in listed]
+        duet = kind == "lyric" and len(segment.get("performers", [])) > 1
         offset = derive_seed(self.seed, "rotation") % 997
         out = []
         for k in range(candidates):
-            shot = shots[(offset + segment["index"] + k) % len(shots)]
+            shot = "two-shot of both singers" if duet else shots[(offset + segment["index"] + k) % len(shots)]
             location = locations[(offset + segment["index"] // 2 + k) % len(locations)]
             fields = _Fields(
-                character=characters[segment["index"] % len(characters)], location=location,
+                character=" and ".join(x.get("description") or x["name"] for x in singing) if singing
+                else characters[segment["index"] % len(characters)], location=location,
                 palette=", ".join(visual.get("palette") or []), era=visual.get("era", ""),
                 camera=visual.get("camera", ""), shot=shot, lyric=segment["text"],
                 section=segment["section"], mood=segment["mood"], style=song.get("style", ""),

@@ -61,7 +61,7 @@ class FramesStage(Protocol):
         """The given reference image (``reference_mode() == "given"``)."""
         return None
 
-    def make_reference(self, song: dict[str, Any], out_path: Path) -> None:
+    def make_reference(self, song: dict[str, Any], out_path: Path, character: str | None = None) -> None:
         raise NotImplementedError("this frame backend takes no identity reference")
 
     def degrade(self, exc: BaseException | None = None) -> str | None:

@@ -327,6 +327,7 @@ class SegmentPlanner(SegmentStage):
             "section_index": main["section_index"] if main else 1,
             "text": " / ".join(p["text"] for p in lyric),
             "lines": [p["line"] for p in lyric],
+            "performers": list(dict.fromkeys(name for p in lyric for name in p.get("performers", []))),
             "words": words,
             "mood": MOODS.get(section, "atmospheric"),
         }
