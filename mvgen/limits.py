@@ -40,6 +40,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "render.max_frames": (1, 1025),
     "render.crf": (0, 51),
     "render.clip_candidates": (1, 8),
+    "render.sync_rerolls": (0, 5),
+    "render.sync_max_offset": (0, 25),
     "render.max_sequence_length": (1, 4096),
     "assemble.crf": (0, 51),
     "assemble.audio_bitrate": (32000, 512000),

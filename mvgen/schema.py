@@ -248,6 +248,10 @@ class AnimaticRenderConfig:
     preset: str = "veryfast"  # libx264
     crf: int = 20
     seed: int = "${seed}"  # type: ignore[assignment]
+    lipsync: bool = True  # the singer's mouth follows the voice, and every lyric clip is checked for lip sync
+    sync_max_offset: int = 2  # frames: a clip whose mouth is further off is rendered again
+    sync_min_confidence: float = 0.3  # a weaker match (correlation of mouth and voice) is rendered again too
+    sync_rerolls: int = 2  # at most this many new takes; the best is kept
 
 
 @dataclass

@@ -206,6 +206,14 @@ def render(p: Pipeline, plan: dict[str, Any], review: dict[str, Any], song: dict
         for segment, entry in p.ws.per_segment("render", jobs, backend, stats):
             clips[segment["name"]] = p.ws.place(entry, "clip.mp4", f"clips/{segment['name']}.mp4")
             p.warnings += [f"{segment['name']}: {flag}" for flag in entry.info.get("flags", [])]
+            sync = entry.info.get("sync")
+            if sync:  # lip-sync QA: offsets, confidences and re-rolls in the manifest, the figure beside the clip
+                p.manifest_extra.setdefault("lipsync", {})[segment["name"]] = sync
+                if "sync.png" in entry.files:
+                    p.ws.place(entry, "sync.png", f"sync/{segment['name']}.png")
+                if sync.get("checked") and not sync.get("in_sync"):
+                    p.warnings.append(f"{segment['name']}: lip sync still off after {sync['rerolls']} re-roll(s) "
+                                      f"({sync['offset_frames']:+d} frames, confidence {sync['confidence']:.2f})")
         return clips
 
 

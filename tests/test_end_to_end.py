@@ -53,6 +53,11 @@ def test_run_directory_is_complete_and_frame_exact(first_run: Path, workdir: Pat
     total = round(song.frames / song.samplerate * fps)
     assert plan["total_frames"] == total == sum(s["frames"] for s in plan["segments"])
 
+    lipsync = read_json(first_run / "manifest.json")["lipsync"]  # every lyric clip checked, with its figure
+    lyric = [s["name"] for s in plan["segments"] if s["kind"] == "lyric"]
+    assert sorted(lipsync) == sorted(lyric) and all(lipsync[n]["in_sync"] for n in lyric)
+    assert all((first_run / "sync" / f"{n}.png").is_file() for n in lyric)
+
     review = read_json(first_run / "review.json")
     for segment in plan["segments"]:
         name = segment["name"]

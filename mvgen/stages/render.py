@@ -36,7 +36,8 @@ def _ease(t: float) -> float:
 class AnimaticRenderer(RenderStage):
     def __init__(self, fps: int = 25, width: int = 960, height: int = 544, frame_step: int = 8,
                  max_frames: int = 257, zoom: float = 0.12, captions: bool = True, preset: str = "veryfast",
-                 crf: int = 20, seed: int = 0) -> None:
+                 crf: int = 20, seed: int = 0, lipsync: bool = True, sync_max_offset: int = 2,
+                 sync_min_confidence: float = 0.3, sync_rerolls: int = 2) -> None:
         check_fps(fps)
         if width % 32 or height % 32:
             raise MvgenError(f"render size {width}x{height} must be multiples of 32 (the video model's grid); "
@@ -51,6 +52,8 @@ class AnimaticRenderer(RenderStage):
         self.zoom, self.captions = zoom, captions
         self.preset, self.crf, self.seed = preset, crf, seed
         check_preset(preset, "render.preset")
+        self.lipsync, self.sync_max_offset = lipsync, sync_max_offset
+        self.sync_min_confidence, self.sync_rerolls = sync_min_confidence, sync_rerolls
 
     def frame_rule(self) -> FrameRule:
         """The animatic stands in for the video model: its frame rule is the one its config names."""
@@ -65,28 +68,90 @@ class AnimaticRenderer(RenderStage):
 
     def render(self, segment: dict[str, Any], image_path: Path, audio: np.ndarray, out_path: Path,
                prompt: str = "") -> dict[str, Any]:
-        """audio: the song from the segment's start, covering every generated frame (48 kHz stereo)."""
-        self.frame_rule().check_segment(segment)
-        generated = self.generate(segment, image_path)
-        covered = segment["frames"]
-        count = write_clip(out_path, _take(generated, covered), self.fps, self.width, self.height,
-                           self.preset, self.crf, audio=covered_audio(audio, covered, self.fps))
-        if count != covered:
-            raise RuntimeError(f"{segment['name']}: renderer produced {count} of {covered} frames")
-        return {"frames": count, "generated": segment["generate_frames"], "camera": self.camera_move(segment)}
+        """audio: the song from the segment's start, covering every generated frame (48 kHz stereo).
 
-    def generate(self, segment: dict[str, Any], image_path: Path) -> Iterator[np.ndarray]:
-        """Yield ``segment["generate_frames"]`` RGB frames."""
+        A lyric segment's singer gets a mouth that opens with the voice; the clip is then checked for lip sync
+        (``mvgen.lipsync``) and rendered again, up to ``sync_rerolls`` times, when its mouth is more than
+        ``sync_max_offset`` frames off or the match is weaker than ``sync_min_confidence``; the best is kept."""
+        from mvgen.lipsync import BoxMouthTracker, estimate_offset, sync_figure, vocal_envelope
+
+        self.frame_rule().check_segment(segment)
+        covered = segment["frames"]
+        singing = self.lipsync and segment.get("kind") == "lyric"
+        envelope = vocal_envelope(audio, AUDIO_RATE, self.fps, segment["generate_frames"]) if singing else None
+        tracker = BoxMouthTracker(self.mouth_box()) if singing else None
+        attempts: list[dict[str, Any]] = []
+        for take in range(1 + (self.sync_rerolls if singing else 0)):
+            measured: list[float] = []
+            frames = self.generate(segment, image_path, envelope, take)
+            if tracker is not None:
+                frames = _measuring(frames, tracker, measured)
+            count = write_clip(out_path, _take(frames, covered), self.fps, self.width, self.height, self.preset,
+                               self.crf, audio=covered_audio(audio, covered, self.fps))
+            if count != covered:
+                raise RuntimeError(f"{segment['name']}: renderer produced {count} of {covered} frames")
+            if tracker is None or envelope is None:
+                break
+            result = estimate_offset(np.array(measured[:covered], np.float32), envelope[:covered])
+            attempts.append({"take": take, **{k: result[k] for k in ("offset_frames", "confidence")}})
+            good = abs(result["offset_frames"]) <= self.sync_max_offset and \
+                result["confidence"] >= self.sync_min_confidence
+            best = max(attempts, key=lambda a: (abs(a["offset_frames"]) <= self.sync_max_offset, a["confidence"]))
+            if good or take == self.sync_rerolls:
+                if best["take"] != take:  # an earlier take was better: make it again (deterministic per take)
+                    measured = []
+                    frames = _measuring(self.generate(segment, image_path, envelope, best["take"]), tracker,
+                                        measured)
+                    write_clip(out_path, _take(frames, covered), self.fps, self.width, self.height, self.preset,
+                               self.crf, audio=covered_audio(audio, covered, self.fps))
+                    result = estimate_offset(np.array(measured[:covered], np.float32), envelope[:covered])
+                sync_figure(np.array(measured[:covered], np.float32), envelope[:covered], result, self.fps,
+                            segment["name"], out_path.with_name("sync.png"))
+                break
+        info = {"frames": covered, "generated": segment["generate_frames"], "camera": self.camera_move(segment)}
+        if attempts:
+            best = max(attempts, key=lambda a: (abs(a["offset_frames"]) <= self.sync_max_offset, a["confidence"]))
+            info["sync"] = {"checked": True, **{k: best[k] for k in ("offset_frames", "confidence", "take")},
+                            "rerolls": len(attempts) - 1, "attempts": attempts,
+                            "in_sync": abs(best["offset_frames"]) <= self.sync_max_offset
+                            and best["confidence"] >= self.sync_min_confidence}
+        return info
+
+    def mouth_box(self) -> tuple[int, int, int, int]:
+        """Where the animatic draws its singer's mouth (x0, y0, x1, y1): the top left, clear of the captions."""
+        w, h = max(16, self.width // 12), max(12, self.height // 10)
+        return (self.width // 40, self.height // 24, self.width // 40 + w, self.height // 24 + h)
+
+    def mouth_lag(self, segment: dict[str, Any], take: int) -> int:
+        """Frames by which this take's mouth trails the voice: 0 here; a test backend shifts it."""
+        return 0
+
+    def generate(self, segment: dict[str, Any], image_path: Path, envelope: np.ndarray | None = None,
+                 take: int = 0) -> Iterator[np.ndarray]:
+        """Yield ``segment["generate_frames"]`` RGB frames; with ``envelope`` (voice energy per frame) the
+        singer's mouth opens with it."""
         source = Image.open(image_path).convert("RGB").resize((self.width, self.height), Image.LANCZOS)
         move = self.camera_move(segment)
         total = segment["generate_frames"]
         captions = CaptionPainter(segment, self.width, self.height) if self.captions else None
+        lag = self.mouth_lag(segment, take)
         for i in range(total):
             progress = _ease(i / max(total - 1, 1))
             frame = source.resize((self.width, self.height), Image.BILINEAR, box=self._box(move, progress))
             if captions is not None:
                 captions.paint(frame, segment["start"] + i / self.fps)
+            if envelope is not None:
+                self._paint_mouth(frame, float(envelope[min(max(i - lag, 0), len(envelope) - 1)]))
             yield np.asarray(frame)
+
+    def _paint_mouth(self, frame: Image.Image, openness: float) -> None:
+        from PIL import ImageDraw
+
+        x0, y0, x1, y1 = self.mouth_box()
+        draw = ImageDraw.Draw(frame)
+        draw.rectangle((x0, y0, x1, y1), fill=(235, 225, 210))
+        middle, half = (y0 + y1) / 2, max(1.0, (y1 - y0) * 0.45 * min(max(openness, 0.0), 1.0))
+        draw.ellipse((x0 + (x1 - x0) * 0.15, middle - half, x1 - (x1 - x0) * 0.15, middle + half), fill=(20, 10, 10))
 
     def _box(self, move: str, p: float) -> tuple[float, float, float, float]:
         w, h, z = self.width, self.height, self.zoom
@@ -130,6 +195,13 @@ def build_clip(render: RenderStage, segment: dict[str, Any], image: Path, prompt
                          prompt=prompt)
     return {**info, "flags": check_clip(tmp / "clip.mp4", segment["frames"], (render.width, render.height),
                                         render.fps)}
+
+
+def _measuring(frames: Iterator[np.ndarray], tracker: Any, measured: list[float]) -> Iterator[np.ndarray]:
+    """Pass frames through, recording the tracker's mouth openness of each."""
+    for frame in frames:
+        measured.append(float(tracker.openness([frame])[0]))
+        yield frame
 
 
 def _take(frames: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:

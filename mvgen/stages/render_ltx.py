@@ -32,6 +32,7 @@ import numpy as np
 
 from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
+from mvgen.lipsync import NO_LANDMARK_MODEL
 from mvgen.media.video import AUDIO_RATE, check_preset, write_clip
 from mvgen.stages.render import check_fps, covered_audio
 from mvgen.util import derive_seed
@@ -260,7 +261,8 @@ class LtxRenderer(RenderStage):
         return {"frames": count, "generated": int(frames.shape[0]),
                 "canvas": self.frame_rule().canvas_frames(int(segment["generate_frames"])),
                 "candidate": chosen, "motion": scores, "frozen": scores[chosen] < 0.5,
-                "two_stage": self.two_stage, "audio_latents_shape": list(latents.shape)}
+                "two_stage": self.two_stage, "audio_latents_shape": list(latents.shape),
+                "sync": {"checked": False, "reason": NO_LANDMARK_MODEL}}
 
     def _better(self, motion: float, incumbent: float) -> bool:
         if self.clip_selection == "first":
