@@ -85,6 +85,8 @@ def _task(cfg: DictConfig, rerun_of: Path | None = None) -> None:
                 pipeline.previous_review = read_json(rerun_of / "review.json")
             if (rerun_of / "lyrics_edits.json").is_file():  # hand-set line times carry over
                 pipeline.lyrics_edits = read_json(rerun_of / "lyrics_edits.json")
+            if (rerun_of / "clip_review.json").is_file():  # clip approvals and re-roll requests carry over
+                pipeline.clip_review = read_json(rerun_of / "clip_review.json")
         manifest = pipeline.run()
     except MvgenError as exc:
         if cfg.runtime.debug:

@@ -54,6 +54,7 @@ class Pipeline:
     retry: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: attempts, backoff, timeout
     previous_review: dict[str, Any] | None = None  # review.json of the run being continued
     lyrics_edits: dict[str, Any] | None = None  # lyrics_edits.json of the run being continued
+    clip_review: dict[str, Any] | None = None  # clip_review.json of the run being continued (clip re-rolls)
     manifest_extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

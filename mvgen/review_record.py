@@ -16,6 +16,7 @@ from typing import Any
 from mvgen.errors import MvgenError
 
 REVIEW_JSON = "review.json"
+CLIP_REVIEW_JSON = "clip_review.json"  # {"version": 1, "segments": {name: {"approved", "take", "prompt"}}}
 
 
 class ReviewPending(Exception):
@@ -108,4 +109,19 @@ def regenerate(review: dict[str, Any], segment: str) -> dict[str, Any]:
     """A person asks for new seeds for one segment (in place); the rerun draws it again."""
     record = _segment(review, segment)
     record.update(approved=None, approved_hash=None, image=None, reseed=int(record.get("reseed", 0)) + 1)
+    return record
+
+
+def clip_decision(clips: dict[str, Any], segment: str, action: str, prompt: str | None = None) -> dict[str, Any]:
+    """A person approves a rendered clip, or asks for a new take (a new seed, optionally a new prompt), in place
+    in clip_review.json's content; ``mvgen rerun`` renders again only the segments that asked."""
+    record = clips.setdefault("segments", {}).setdefault(segment, {"approved": None, "take": 0, "prompt": None})
+    if action == "approve":
+        record["approved"] = True
+    elif action == "reroll":
+        record.update(approved=None, take=int(record.get("take", 0)) + 1,
+                      prompt=" ".join(prompt.split()) if prompt and prompt.strip() else record.get("prompt"))
+    else:
+        raise MvgenError(f"unknown clip action {action!r}; use approve or reroll")
+    clips["version"] = 1
     return record

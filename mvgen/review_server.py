@@ -37,7 +37,8 @@ from mvgen import review_record
 from mvgen.errors import MvgenError
 from mvgen.util import read_json, write_json
 
-SERVED_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".wav": "audio/wav"}
+SERVED_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".wav": "audio/wav",
+                   ".mp4": "video/mp4"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_BODY = 64 * 1024
 PIXELS_PER_SECOND = 40  # the lyrics view's timeline scale
@@ -53,6 +54,7 @@ class ReviewStore:
         if not self.path.is_file():
             raise MvgenError(f"{run_dir} has no review.json; run mvgen with review=manual first")
         self.edits_path = self.run_dir / "lyrics_edits.json"
+        self.clips_path = self.run_dir / review_record.CLIP_REVIEW_JSON
         self.lock = threading.Lock()
         self._envelope: list[float] | None = None
 
@@ -115,6 +117,23 @@ class ReviewStore:
             write_json(self.edits_path, edits)
         return {"line": line, "start": round(start, 3), "end": round(end, 3), "edited": True}
 
+    # ------------------------------------------------------------------------------------- clips
+    def clips(self) -> dict[str, dict[str, Any]]:
+        """Per rendered segment: its lip-sync record (manifest) and the reviewer's decision (clip_review.json)."""
+        manifest = read_json(self.run_dir / "manifest.json") if (self.run_dir / "manifest.json").is_file() else {}
+        decisions = (read_json(self.clips_path) if self.clips_path.is_file() else {}).get("segments", {})
+        return {p.stem: {"sync": (manifest.get("lipsync") or {}).get(p.stem), "decision": decisions.get(p.stem)}
+                for p in sorted((self.run_dir / "clips").glob("*.mp4"))}
+
+    def clip(self, segment: str, action: str, prompt: str | None) -> dict[str, Any]:
+        if not (self.run_dir / "clips" / f"{segment}.mp4").is_file():
+            raise MvgenError(f"no clip for segment {segment!r} in this run")
+        with self._locked():
+            clips = read_json(self.clips_path) if self.clips_path.is_file() else {"version": 1, "segments": {}}
+            record = review_record.clip_decision(clips, segment, action, prompt)
+            write_json(self.clips_path, clips)
+            return record
+
     # ------------------------------------------------------------------------------------ frames
     def approve(self, segment: str, candidate: int) -> dict[str, Any]:
         with self._locked():
@@ -173,7 +192,27 @@ red lines have uncertain timing; every change is saved; then run mvgen rerun</sm
 <script id="lyrics-data" type="application/json">{data}</script></section>"""
 
 
-def render_page(review: dict[str, Any], title: str, lyrics: dict[str, Any] | None = None, token: str = "") -> str:
+def clip_panel(name: str, clip: dict[str, Any] | None) -> str:
+    """The clips view of one segment: its rendered clip playing in the page, its lip-sync score, and the
+    reviewer's choice (approve, or a new take with an optional new prompt)."""
+    if not clip:
+        return ""
+    e = html.escape
+    sync = clip.get("sync") or {}
+    score = (f"lip sync {int(sync['offset_frames']):+d} frames, confidence {float(sync['confidence']):.2f}"
+             if sync.get("checked") else f"lip sync not checked: {sync.get('reason', 'no singer on screen')}")
+    decision = clip.get("decision") or {}
+    state = ("clip approved" if decision.get("approved") else
+             f"new take {int(decision['take'])} requested; run mvgen rerun" if decision.get("take") else "clip not reviewed")
+    return (f'<div class="clip"><video src="/files/clips/{e(name)}.mp4" controls preload="none" width="480"></video>'
+            f'<p class="sync">{e(score)}</p><p><span class="clip-status">{e(state)}</span> '
+            f'<button class="clip-approve" data-segment="{e(name)}">Approve clip</button> '
+            f'<input class="clip-prompt" data-segment="{e(name)}" size="40" placeholder="new prompt (optional)"> '
+            f'<button class="clip-reroll" data-segment="{e(name)}">Re-roll clip</button></p></div>')
+
+
+def render_page(review: dict[str, Any], title: str, lyrics: dict[str, Any] | None = None, token: str = "",
+                clips: dict[str, dict[str, Any]] | None = None) -> str:
     e = html.escape
     rows = []
     for name, record in review["segments"].items():
@@ -198,7 +237,10 @@ def render_page(review: dict[str, Any], title: str, lyrics: dict[str, Any] | Non
             f'<p class="lyric">{e(record.get("text") or "(instrumental)")}</p>'
             f'<div class="cands">{"".join(cards)}</div>'
             f'<p><span class="status">{e(status)}</span> '
-            f'<button class="regenerate" data-segment="{e(name)}">New seeds for this segment</button></p>'
+            f'<button class="regenerate" data-segment="{e(name)}">New seeds for this segment</button> '
+            f'<button class="listen" data-start="{float(record["start"]):.3f}" data-end="{float(record["end"]):.3f}">'
+            f'Play this stretch of the song</button></p>'
+            f'{clip_panel(name, (clips or {}).get(name))}'
             f'</section>')
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mvgen review · {e(title)}</title>
@@ -256,6 +298,23 @@ document.querySelectorAll("button.regenerate").forEach(button => button.addEvent
   summary();
 }}));
 summary();
+const songPlayer = document.getElementById("player") || new Audio("/files/song.wav");
+let listenUntil = null;
+songPlayer.addEventListener("timeupdate", () => {{
+  if (listenUntil !== null && songPlayer.currentTime >= listenUntil) {{ songPlayer.pause(); listenUntil = null; }}
+}});
+document.querySelectorAll("button.listen").forEach(button => button.addEventListener("click", () => {{
+  songPlayer.currentTime = Number(button.dataset.start); listenUntil = Number(button.dataset.end); songPlayer.play();
+}}));
+async function clipDecision(segment, action) {{
+  const field = document.querySelector(`input.clip-prompt[data-segment="${{CSS.escape(segment)}}"]`);
+  const record = await post("/api/clip", {{segment, action, prompt: field ? field.value : ""}});
+  const section = document.querySelector(`section[data-segment="${{CSS.escape(segment)}}"]`);
+  section.querySelector(".clip-status").textContent = record.approved ? "clip approved" :
+    "new take " + record.take + " requested; run mvgen rerun";
+}}
+document.querySelectorAll("button.clip-approve").forEach(b => b.addEventListener("click", () => clipDecision(b.dataset.segment, "approve")));
+document.querySelectorAll("button.clip-reroll").forEach(b => b.addEventListener("click", () => clipDecision(b.dataset.segment, "reroll")));
 const lyricsData = document.getElementById("lyrics-data");
 if (lyricsData) {{
   const data = JSON.parse(lyricsData.textContent), pps = data.pps, player = document.getElementById("player");
@@ -436,7 +495,7 @@ def make_handler(store: ReviewStore, token: str) -> type[BaseHTTPRequestHandler]
                     raise BadRequest(HTTPStatus.BAD_REQUEST, "a NUL byte in the path")
                 if path in ("/", "/index.html"):
                     lyrics = store.lyrics() if (store.run_dir / "annotation.json").is_file() else None
-                    page = render_page(store.read(), store.run_dir.name, lyrics, token)
+                    page = render_page(store.read(), store.run_dir.name, lyrics, token, store.clips())
                     self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
                 elif path == "/api/review":
                     self._json(HTTPStatus.OK, store.read())
@@ -461,6 +520,11 @@ def make_handler(store: ReviewStore, token: str) -> type[BaseHTTPRequestHandler]
                     result = store.approve(str(body.get("segment")), _integer(body, "candidate"))
                 elif path == "/api/regenerate":
                     result = store.regenerate(str(body.get("segment")))
+                elif path == "/api/clip":
+                    prompt = body.get("prompt")
+                    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > 2000):
+                        raise BadRequest(HTTPStatus.BAD_REQUEST, "prompt must be text of at most 2000 characters")
+                    result = store.clip(str(body.get("segment")), str(body.get("action")), prompt)
                 elif path == "/api/lyrics":
                     result = store.edit_line(_integer(body, "line"), _seconds(body, "start"), _seconds(body, "end"))
                 else:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mvgen.manifest import StageStats
-from mvgen.review_record import REVIEW_JSON, ReviewPending, ReviewRecord, pending
+from mvgen.review_record import CLIP_REVIEW_JSON, REVIEW_JSON, ReviewPending, ReviewRecord, pending
 from mvgen.store import Entry
 from mvgen.util import read_json, write_json
 from mvgen.validate import check_annotation, check_plan, check_song
@@ -192,13 +192,18 @@ def render(p: Pipeline, plan: dict[str, Any], review: dict[str, Any], song: dict
         backend = p.stages.render
         backend.frame_rule().check_plan(plan["data"]["segments"])  # before any model loads or denoises
         jobs = []
+        decisions = (p.clip_review or {}).get("segments") or {}
+        if decisions:  # the reviewer's clip decisions carry on into this run directory
+            write_json(p.run_dir / CLIP_REVIEW_JSON, p.clip_review)
         for segment in plan["data"]["segments"]:
             image = review["approved"].get(segment["name"])
             if image is not None:  # else its frames failed: nothing to render from
+                decision = decisions.get(segment["name"]) or {}
+                take = {**segment, "take": int(decision["take"])} if decision.get("take") else segment
+                prompt = decision.get("prompt") or image["prompt"]
                 key = p.store.key("render", p.configs["render"], {
-                    "image": image["hash"], "segment": segment, "song.wav": song["hash"], "prompt": image["prompt"]})
-                jobs.append((segment, key, partial(build_clip, backend, segment, image["path"], image["prompt"],
-                                                   song["wav"])))
+                    "image": image["hash"], "segment": take, "song.wav": song["hash"], "prompt": prompt})
+                jobs.append((take, key, partial(build_clip, backend, take, image["path"], prompt, song["wav"])))
         todo = [review["approved"][s["name"]]["prompt"] for s, key, _ in jobs if p.store.get("render", key) is None]
         if p.devices <= 1 and todo:
             backend.prepare(todo)  # LTX: each prompt encoded once, then the text encoder leaves the GPU

@@ -21,7 +21,7 @@ from mvgen.review_server import make_server, render_page
 from mvgen.stages.frames import DiffusersFrames
 from mvgen.stages.prompts import PromptBuilder
 from mvgen.stages.review import AutoReview
-from mvgen.util import read_json
+from mvgen.util import read_json, sha256_file
 
 from .conftest import FAST, run_dir_of, run_mvgen
 from .tiny_models import build_tiny_clip, build_tiny_sdxl
@@ -495,3 +495,60 @@ def test_fix_a_line_by_hand_in_chromium_then_rerun_replans_only_what_changed(aut
     assert 0 < stages["frames"]["misses"] < segments  # only the segments whose window moved are drawn again
     assert probe(rerun / "master.mp4", decode=True)["video"]["decoded_frames"] == read_json(
         rerun / "segments.json")["total_frames"]
+
+
+# ------------------------------------------------------------------------------------- the clips view
+@pytest.fixture(scope="module")
+def clip_run(song_conf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    workdir = tmp_path_factory.mktemp("clips")
+    return workdir, run_dir_of(run_mvgen(["--config-dir", str(song_conf), *FAST], workdir))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_review_clips_in_chromium_then_rerun_renders_only_the_rerolled_clip(clip_run: tuple[Path, Path]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    workdir, run_dir = clip_run
+    segments = read_json(run_dir / "segments.json")["segments"]
+    decisions = run_dir / "clip_review.json"
+    server = make_server(run_dir, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    browser = _chromium()
+
+    def click(selector: str) -> None:
+        element = browser.find_element(By.CSS_SELECTOR, selector)
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        element.click()
+
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/")
+        videos = browser.find_elements(By.CSS_SELECTOR, "div.clip video")
+        assert len(videos) == len(segments)
+        sync = browser.find_element(By.CSS_SELECTOR, f'section[data-segment="{segments[1]["name"]}"] .sync').text
+        assert sync.startswith("lip sync")
+        click(f'section[data-segment="{segments[1]["name"]}"] button.listen')  # hear what the frame is sung to
+        position = browser.execute_script("return document.getElementById('player').currentTime")
+        assert position == pytest.approx(segments[1]["start"], abs=0.05)
+        field = browser.find_element(By.CSS_SELECTOR, f'input.clip-prompt[data-segment="{segments[1]["name"]}"]')
+        field.send_keys("a red door in the rain")
+        click(f'button.clip-reroll[data-segment="{segments[1]["name"]}"]')
+        click(f'button.clip-approve[data-segment="{segments[0]["name"]}"]')
+        wait = WebDriverWait(browser, 10)
+        wait.until(lambda _: decisions.is_file() and len(read_json(decisions)["segments"]) == 2)
+    finally:
+        browser.quit()
+        server.shutdown()
+        server.server_close()
+
+    saved = read_json(decisions)["segments"]
+    assert saved[segments[1]["name"]] == {"approved": None, "take": 1, "prompt": "a red door in the rain"}
+    assert saved[segments[0]["name"]]["approved"] is True
+    rerun = run_dir_of(run_mvgen(["rerun", str(run_dir)], workdir))
+    stages = read_json(rerun / "manifest.json")["stages"]
+    assert stages["render"]["misses"] == 1 and stages["render"]["hits"] == len(segments) - 1
+    assert stages["frames"]["misses"] == 0  # the start frames stay
+    name = segments[1]["name"]
+    assert sha256_file(rerun / "clips" / f"{name}.mp4") != sha256_file(run_dir / "clips" / f"{name}.mp4")
+    assert read_json(rerun / "clip_review.json")["segments"] == saved  # carried on for the next rerun

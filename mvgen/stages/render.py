@@ -64,7 +64,9 @@ class AnimaticRenderer(RenderStage):
         """Nothing to encode ahead: the animatic does not read prompts."""
 
     def camera_move(self, segment: dict[str, Any]) -> str:
-        return CAMERA_MOVES[derive_seed(self.seed, "camera", segment["index"]) % len(CAMERA_MOVES)]
+        """Per segment from the seed; each new take (a reviewer's re-roll) moves differently."""
+        base = derive_seed(self.seed, "camera", segment["index"])
+        return CAMERA_MOVES[(base + int(segment.get("take", 0))) % len(CAMERA_MOVES)]
 
     def render(self, segment: dict[str, Any], image_path: Path, audio: np.ndarray, out_path: Path,
                prompt: str = "") -> dict[str, Any]:

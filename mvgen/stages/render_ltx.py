@@ -296,7 +296,8 @@ class LtxRenderer(RenderStage):
         device = pipe._execution_device
         embeds, mask = self.prompt_embeddings(self.prompt_text(prompt))
         image = PILImage.open(image_path).convert("RGB").resize((self.width, self.height), PILImage.LANCZOS)
-        seed = derive_seed(self.seed, "render", segment["index"], candidate)
+        take = ("take", segment["take"]) if segment.get("take") else ()  # a reviewer's re-roll: new noise
+        seed = derive_seed(self.seed, "render", segment["index"], candidate, *take)
         common = dict(prompt_embeds=embeds.to(device), prompt_attention_mask=mask.to(device),
                       num_frames=int(segment["generate_frames"]), frame_rate=float(self.fps),
                       audio_latents=audio_latents.to(device), freeze_audio=True, generate_slots=False,
