@@ -8,6 +8,7 @@ import shutil
 import threading
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -279,6 +280,15 @@ def _chromium() -> object:
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+def _click(browser: object, selector: str) -> None:
+    """Scroll an element into view and click it."""
+    from selenium.webdriver.common.by import By
+
+    element = browser.find_element(By.CSS_SELECTOR, selector)  # type: ignore[attr-defined]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)  # type: ignore[attr-defined]
+    element.click()
+
+
 @pytest.mark.browser
 def test_approve_by_clicking_in_chromium_then_rerun_renders(server: str, awaiting_run: tuple[Path, Path],
                                                            song_conf: Path) -> None:
@@ -289,11 +299,7 @@ def test_approve_by_clicking_in_chromium_then_rerun_renders(server: str, awaitin
     workdir, run_dir = awaiting_run
     segments = list(read_json(run_dir / "review.json")["segments"])
     browser = _chromium()
-
-    def click(selector: str) -> None:
-        button = browser.find_element(By.CSS_SELECTOR, selector)
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
-        button.click()
+    click = partial(_click, browser)
 
     try:
         browser.get(server + "/")
@@ -516,11 +522,7 @@ def test_review_clips_in_chromium_then_rerun_renders_only_the_rerolled_clip(clip
     server = make_server(run_dir, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     browser = _chromium()
-
-    def click(selector: str) -> None:
-        element = browser.find_element(By.CSS_SELECTOR, selector)
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-        element.click()
+    click = partial(_click, browser)
 
     try:
         browser.get(f"http://127.0.0.1:{server.server_address[1]}/")
