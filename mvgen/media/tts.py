@@ -10,9 +10,7 @@ slightly), so ``speak_lines`` runs every request in a fresh child process: same 
 from __future__ import annotations
 
 import ctypes as C
-import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,8 +121,45 @@ def _speak_all(texts: list[str], voices: list[str], words_per_minute: int) -> li
 
 
 def speak_lines(texts: list[str], voice: str | list[str] = "en-us", words_per_minute: int = 150) -> list[Speech]:
-    """Speak each text (in one voice, or one voice per text), in a fresh process so the result depends only on
-    the arguments."""
+    """Speak each text (in one voice, or one voice per text) in a fresh Python process, so the result depends
+    only on the arguments. A plain subprocess (``python -m mvgen.media.tts``), not multiprocessing: it works
+    whatever start method the parent uses (joblib's loky, submitit, Ray and Fabric workers included)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
     voices = [voice] * len(texts) if isinstance(voice, str) else list(voice)
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_speak_all, list(texts), voices, words_per_minute).result()
+    request = json.dumps({"texts": list(texts), "voices": voices, "words_per_minute": words_per_minute})
+    with tempfile.TemporaryDirectory(prefix="mvgen-tts-") as tmp:
+        out = Path(tmp) / "speech.npz"
+        proc = subprocess.run([sys.executable, "-m", "mvgen.media.tts", str(out)], input=request, text=True,
+                              capture_output=True, timeout=600)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            if last.startswith("mvgen.errors.MvgenError: "):
+                raise MvgenError(last.split(": ", 1)[1])
+            raise RuntimeError(f"the eSpeak process failed: {last}")
+        with np.load(out, allow_pickle=False) as data:
+            return [Speech(data[f"samples_{i}"], int(data["rate"]), data[f"onsets_{i}"].tolist())
+                    for i in range(len(texts))]
+
+
+def _main(out_path: str) -> None:
+    import json
+    import sys
+
+    request = json.loads(sys.stdin.read())
+    speeches = _speak_all(request["texts"], request["voices"], int(request["words_per_minute"]))
+    arrays = {"rate": np.array(speeches[0].rate if speeches else 22050)}
+    for i, speech in enumerate(speeches):
+        arrays[f"samples_{i}"] = speech.samples.astype(np.float32)
+        arrays[f"onsets_{i}"] = np.array(speech.word_onsets, np.float64)
+    np.savez(out_path, **arrays)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1])
