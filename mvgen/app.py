@@ -262,6 +262,9 @@ Usage:
   mvgen [OVERRIDE ...]                 run the pipeline (default: preview profile on the demo song)
   mvgen -m KEY=A,B [OVERRIDE ...]      sweep; writes compare.html + compare.json in the sweep directory
   mvgen rerun RUN_DIR [OVERRIDE ...]   reproduce a run from RUN_DIR/.hydra into a new run directory
+  mvgen new AUDIO LYRICS [--title T]   write songs/<id>.yaml from an audio file and a .txt or .lrc lyrics
+                                       file, and print the command that makes the video
+  mvgen song=path/to/song.yaml ...     run a song file from anywhere
   mvgen compare SWEEP_DIR              (re)build compare.html + compare.json for a sweep directory
   mvgen review RUN_DIR [--port 8765]   serve the review page on 127.0.0.1: fix lyric timing, approve frames
   mvgen eval RUN_DIR [TRUTH]           line-onset accuracy of RUN_DIR/annotation.json against truth.json
@@ -341,13 +344,45 @@ def _eval_cli(argv: list[str]) -> None:
     evaluate_cli(argv)
 
 
+def _new_cli(argv: list[str]) -> None:
+    from mvgen.new_song import new_song_cli
+
+    new_song_cli(argv)
+
+
+def _song_file_argument(args_in: list[str]) -> list[str]:
+    """``song=path/to/my_song.yaml`` runs a song file from anywhere: it is offered to Hydra as the ``song``
+    option of a scratch config folder (``--config-dir``), so no file has to move into conf/song/."""
+    import atexit
+    import re as _re
+    import shutil
+    import tempfile
+
+    chosen = [i for i, a in enumerate(args_in) if a.startswith("song=") and a.endswith((".yaml", ".yml"))]
+    if not chosen:
+        return args_in
+    index = chosen[-1]
+    path = Path(args_in[index].split("=", 1)[1].strip("'\"")).expanduser()
+    if not path.is_file():
+        raise MvgenError(f"song file not found: {path}")
+    if "--config-dir" in args_in or any(a.startswith("--config-dir=") for a in args_in):
+        raise MvgenError("give the song as song=<file>.yaml or through --config-dir, not both")
+    scratch = Path(tempfile.mkdtemp(prefix="mvgen-song-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    name = _re.sub(r"[^A-Za-z0-9_]", "_", path.stem) or "song"
+    (scratch / "song").mkdir()
+    shutil.copyfile(path, scratch / "song" / f"{name}.yaml")
+    return ["--config-dir", str(scratch)] + args_in[:index] + [f"song={name}"] + args_in[index + 1:]
+
+
 def _help(argv: list[str]) -> None:
     print(help_text(), end="")
 
 
 # Subcommands that run without Hydra; anything else is a Hydra command line (``rerun`` turns into one).
 SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {
-    "--help": _help, "-h": _help, "help": _help, "compare": _compare, "review": _review_cli, "eval": _eval_cli}
+    "--help": _help, "-h": _help, "help": _help, "compare": _compare, "review": _review_cli, "eval": _eval_cli,
+    "new": _new_cli}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -363,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if args_in and args_in[0] == "rerun":
             args_in, rerun_of = _rerun(args_in[1:])
+        args_in = _song_file_argument(args_in)
         args_in = quote_path_values(args_in, multirun=any(a in ("-m", "--multirun") for a in args_in))
         args = get_args_parser().parse_args(args_in)
         _check_song_file(args)

@@ -115,6 +115,7 @@ CASES = [
     Case("review-without-run", args=["review", "/nonexistent/run"], expect="no review.json"),
     Case("rerun-without-run", args=["rerun", "/nonexistent/run"], expect="not an mvgen run directory"),
     Case("eval-without-annotation", args=["eval", "/nonexistent/run"], expect="no annotation"),
+    Case("new-without-audio", args=["new", "/nonexistent/a.wav", "/nonexistent/l.txt"], expect="audio file not found"),
     # limits (checked when the config is composed)
     Case("candidates-100000", args=["frames.candidates=100000"], expect="frames.candidates=100000 is outside"),
     Case("crf-99", args=["render.crf=99"], expect="render.crf=99 is outside its range 0..51"),
@@ -174,7 +175,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, float]]:
 def test_bad_input_is_one_clear_line(case: Case, workdir: Path, song_conf: Path, tmp_path: Path) -> None:
     before = _snapshot(workdir)
     extra = case.setup(tmp_path) if case.setup else []
-    subcommand = (case.args or extra)[:1] in (["review"], ["rerun"], ["eval"])
+    subcommand = (case.args or extra)[:1] in (["review"], ["rerun"], ["eval"], ["new"])
     args = (case.args or extra) if subcommand else ["--config-dir", str(song_conf), *FAST, *extra, *case.args]
     if any(a.startswith("--config-dir") for a in extra):  # the case brings its own song
         args = [*extra, *FAST[1:], *case.args]

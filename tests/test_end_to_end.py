@@ -249,3 +249,24 @@ def test_any_file_name_works_from_the_command_line(first_run: Path, workdir: Pat
     assert sha256_file(rerun / "master.mp4") == sha256_file(run / "master.mp4")
     proc = run_mvgen([*base_args, "song.title=Été"], workdir, check=False)  # not a file name: says how to quote
     assert proc.returncode == 2 and "quote the value for Hydra: \"song.title='Été'\"" in proc.stderr
+
+
+def test_a_first_run_from_an_audio_file_and_an_lrc(first_run: Path, tmp_path: Path) -> None:
+    """mvgen new writes the song file (language detected from the audio), then its printed command works from
+    anywhere: the song file outside conf/, the audio and lyrics where they are."""
+    audio, lyrics = tmp_path / "My Song (live).wav", tmp_path / "my song.lrc"
+    audio.write_bytes((first_run / "song.wav").read_bytes())
+    lyrics.write_text((first_run / "song.lrc").read_text())
+    proc = run_mvgen(["new", str(audio), str(lyrics)], tmp_path)
+    song_file = tmp_path / "songs" / "my_song_live.yaml"
+    assert song_file.is_file() and "language: en" in song_file.read_text()  # detected by the bundled Whisper
+    command = proc.stdout.strip().splitlines()[-1].strip()
+    assert command.startswith("mvgen song=songs/my_song_live.yaml music=file") and "annotate=lrc" in command
+    import shlex
+
+    run = run_dir_of(run_mvgen([*shlex.split(command)[1:], *FAST[1:]], tmp_path))
+    assert read_json(run / "annotation.json")["aligner"]["backend"] == "lrc"  # the LRC's own timings
+    assert probe(run / "master.mp4", decode=True)["video"]["decoded_frames"] == read_json(
+        run / "segments.json")["total_frames"]
+    again = run_mvgen(["new", str(audio), str(lyrics)], tmp_path, check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
