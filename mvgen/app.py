@@ -266,7 +266,7 @@ Usage:
                                        file, and print the command that makes the video
   mvgen song=path/to/song.yaml ...     run a song file from anywhere
   mvgen compare SWEEP_DIR              (re)build compare.html + compare.json for a sweep directory
-  mvgen review RUN_DIR [--port 8765]   serve the review page on 127.0.0.1: fix lyric timing, approve frames
+  mvgen review RUN_DIR [--port 8765]   the review page on 127.0.0.1: fix lyric timing, approve frames and clips
   mvgen eval RUN_DIR [TRUTH]           line-onset accuracy of RUN_DIR/annotation.json against truth.json
                                        or a JamendoLyrics CSV (start_time,end_time,lyrics_line)
   mvgen eval DEV_SET_DIR [--model M]   align a folder of real songs (audio + lyrics.lrc) and report
