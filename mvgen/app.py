@@ -302,21 +302,27 @@ def help_text() -> str:
 
 
 # ------------------------------------------------------------------------------------- subcommands
-def _rerun(argv: list[str]) -> tuple[list[str], Path]:
-    """Turn ``rerun RUN_DIR [OVERRIDES]`` into the command line that reproduces it (plus any new overrides).
-    The run directory's files are read as data and checked (``mvgen.safety``): a shared run directory can
-    choose mvgen options and set mvgen values, nothing else."""
+def _scratch_dir(prefix: str) -> Path:
+    """A temporary config folder for this process, removed when it exits."""
     import atexit
     import shutil
     import tempfile
 
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, scratch, True)
+    return scratch
+
+
+def _rerun(argv: list[str]) -> tuple[list[str], Path]:
+    """Turn ``rerun RUN_DIR [OVERRIDES]`` into the command line that reproduces it (plus any new overrides).
+    The run directory's files are read as data and checked (``mvgen.safety``): a shared run directory can
+    choose mvgen options and set mvgen values, nothing else."""
     from mvgen.safety import rerun_arguments
 
     if not argv:
         raise MvgenError("usage: mvgen rerun RUN_DIR [OVERRIDE ...]")
     run_dir = Path(argv[0])
-    scratch = Path(tempfile.mkdtemp(prefix="mvgen-rerun-"))
-    atexit.register(shutil.rmtree, scratch, True)
+    scratch = _scratch_dir("mvgen-rerun-")
     replay = rerun_arguments(run_dir, scratch)
     shown = [a for a in replay if "=" in a and not a.startswith(("song=", "+rerun="))] + argv[1:]
     print(f"mvgen: rerun of {run_dir}: its saved config and song, options {shown}")
@@ -353,10 +359,7 @@ def _new_cli(argv: list[str]) -> None:
 def _song_file_argument(args_in: list[str]) -> list[str]:
     """``song=path/to/my_song.yaml`` runs a song file from anywhere: it is offered to Hydra as the ``song``
     option of a scratch config folder (``--config-dir``), so no file has to move into conf/song/."""
-    import atexit
-    import re as _re
     import shutil
-    import tempfile
 
     chosen = [i for i, a in enumerate(args_in) if a.startswith("song=") and a.endswith((".yaml", ".yml"))]
     if not chosen:
@@ -367,9 +370,8 @@ def _song_file_argument(args_in: list[str]) -> list[str]:
         raise MvgenError(f"song file not found: {path}")
     if "--config-dir" in args_in or any(a.startswith("--config-dir=") for a in args_in):
         raise MvgenError("give the song as song=<file>.yaml or through --config-dir, not both")
-    scratch = Path(tempfile.mkdtemp(prefix="mvgen-song-"))
-    atexit.register(shutil.rmtree, scratch, True)
-    name = _re.sub(r"[^A-Za-z0-9_]", "_", path.stem) or "song"
+    scratch = _scratch_dir("mvgen-song-")
+    name = re.sub(r"[^A-Za-z0-9_]", "_", path.stem) or "song"
     (scratch / "song").mkdir()
     shutil.copyfile(path, scratch / "song" / f"{name}.yaml")
     return ["--config-dir", str(scratch)] + args_in[:index] + [f"song={name}"] + args_in[index + 1:]

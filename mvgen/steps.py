@@ -191,7 +191,7 @@ def render(p: Pipeline, plan: dict[str, Any], review: dict[str, Any], song: dict
     with p.ws.stage("render") as stats:
         backend = p.stages.render
         backend.frame_rule().check_plan(plan["data"]["segments"])  # before any model loads or denoises
-        jobs = []
+        jobs, prompts = [], {}
         decisions = (p.clip_review or {}).get("segments") or {}
         if decisions:  # the reviewer's clip decisions carry on into this run directory
             write_json(p.run_dir / CLIP_REVIEW_JSON, p.clip_review)
@@ -203,8 +203,9 @@ def render(p: Pipeline, plan: dict[str, Any], review: dict[str, Any], song: dict
                 prompt = decision.get("prompt") or image["prompt"]
                 key = p.store.key("render", p.configs["render"], {
                     "image": image["hash"], "segment": take, "song.wav": song["hash"], "prompt": prompt})
+                prompts[key] = prompt
                 jobs.append((take, key, partial(build_clip, backend, take, image["path"], prompt, song["wav"])))
-        todo = [review["approved"][s["name"]]["prompt"] for s, key, _ in jobs if p.store.get("render", key) is None]
+        todo = [prompts[key] for _, key, _ in jobs if not p.store.exists("render", key)]  # verified when built
         if p.devices <= 1 and todo:
             backend.prepare(todo)  # LTX: each prompt encoded once, then the text encoder leaves the GPU
         clips: dict[str, Path] = {}

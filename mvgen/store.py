@@ -86,6 +86,10 @@ class ArtifactStore:
         return self.root / stage / key[:2] / key
 
     # ---------------------------------------------------------------------------------- reads
+    def exists(self, stage: str, key: str) -> bool:
+        """Whether an entry is there, without reading or verifying it (``get`` verifies)."""
+        return self.entry_dir(stage, key).is_dir()
+
     def get(self, stage: str, key: str) -> Entry | None:
         """The verified entry, or None. A damaged entry is moved aside and reported as missing."""
         path = self.entry_dir(stage, key)

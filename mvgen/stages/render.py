@@ -81,43 +81,49 @@ class AnimaticRenderer(RenderStage):
         covered = segment["frames"]
         singing = self.lipsync and segment.get("kind") == "lyric"
         envelope = vocal_envelope(audio, AUDIO_RATE, self.fps, segment["generate_frames"]) if singing else None
-        tracker = BoxMouthTracker(self.mouth_box()) if singing else None
-        attempts: list[dict[str, Any]] = []
-        for take in range(1 + (self.sync_rerolls if singing else 0)):
-            measured: list[float] = []
-            frames = self.generate(segment, image_path, envelope, take)
-            if tracker is not None:
-                frames = _measuring(frames, tracker, measured)
-            count = write_clip(out_path, _take(frames, covered), self.fps, self.width, self.height, self.preset,
-                               self.crf, audio=covered_audio(audio, covered, self.fps))
-            if count != covered:
-                raise RuntimeError(f"{segment['name']}: renderer produced {count} of {covered} frames")
-            if tracker is None or envelope is None:
-                break
-            result = estimate_offset(np.array(measured[:covered], np.float32), envelope[:covered])
-            attempts.append({"take": take, **{k: result[k] for k in ("offset_frames", "confidence")}})
-            good = abs(result["offset_frames"]) <= self.sync_max_offset and \
-                result["confidence"] >= self.sync_min_confidence
-            best = max(attempts, key=lambda a: (abs(a["offset_frames"]) <= self.sync_max_offset, a["confidence"]))
-            if good or take == self.sync_rerolls:
-                if best["take"] != take:  # an earlier take was better: make it again (deterministic per take)
-                    measured = []
-                    frames = _measuring(self.generate(segment, image_path, envelope, best["take"]), tracker,
-                                        measured)
-                    write_clip(out_path, _take(frames, covered), self.fps, self.width, self.height, self.preset,
-                               self.crf, audio=covered_audio(audio, covered, self.fps))
-                    result = estimate_offset(np.array(measured[:covered], np.float32), envelope[:covered])
-                sync_figure(np.array(measured[:covered], np.float32), envelope[:covered], result, self.fps,
-                            segment["name"], out_path.with_name("sync.png"))
-                break
         info = {"frames": covered, "generated": segment["generate_frames"], "camera": self.camera_move(segment)}
-        if attempts:
-            best = max(attempts, key=lambda a: (abs(a["offset_frames"]) <= self.sync_max_offset, a["confidence"]))
-            info["sync"] = {"checked": True, **{k: best[k] for k in ("offset_frames", "confidence", "take")},
-                            "rerolls": len(attempts) - 1, "attempts": attempts,
-                            "in_sync": abs(best["offset_frames"]) <= self.sync_max_offset
-                            and best["confidence"] >= self.sync_min_confidence}
+        if envelope is None:
+            self._write(segment, image_path, audio, out_path)
+            return info
+        tracker = BoxMouthTracker(self.mouth_box())
+        takes: list[dict[str, Any]] = []  # each take is kept in its own file until the best is known
+        for take in range(1 + self.sync_rerolls):
+            measured: list[float] = []
+            path = out_path.with_name(f"take_{take}{out_path.suffix}")
+            self._write(segment, image_path, audio, path, envelope, take, tracker, measured)
+            mouth = np.array(measured[:covered], np.float32)
+            result = estimate_offset(mouth, envelope[:covered])
+            takes.append({"take": take, "path": path, "mouth": mouth, "result": result,
+                          "in_sync": abs(result["offset_frames"]) <= self.sync_max_offset
+                          and result["confidence"] >= self.sync_min_confidence})
+            if takes[-1]["in_sync"]:
+                break
+        best = max(takes, key=lambda t: (abs(t["result"]["offset_frames"]) <= self.sync_max_offset,
+                                         t["result"]["confidence"]))
+        best["path"].replace(out_path)
+        for other in takes:
+            other["path"].unlink(missing_ok=True)
+        sync_figure(best["mouth"], envelope[:covered], best["result"], self.fps, segment["name"],
+                    out_path.with_name("sync.png"))
+        attempts = [{"take": t["take"], **{k: t["result"][k] for k in ("offset_frames", "confidence")}}
+                    for t in takes]
+        info["sync"] = {"checked": True, **{k: best["result"][k] for k in ("offset_frames", "confidence")},
+                        "take": best["take"], "rerolls": len(takes) - 1, "attempts": attempts,
+                        "in_sync": best["in_sync"]}
         return info
+
+    def _write(self, segment: dict[str, Any], image_path: Path, audio: np.ndarray, path: Path,
+               envelope: np.ndarray | None = None, take: int = 0, tracker: Any = None,
+               measured: list[float] | None = None) -> None:
+        """Encode one take of the clip (exactly the covered frames), recording the mouth as it goes."""
+        covered = segment["frames"]
+        frames = self.generate(segment, image_path, envelope, take)
+        if tracker is not None and measured is not None:
+            frames = _measuring(frames, tracker, measured)
+        count = write_clip(path, _take(frames, covered), self.fps, self.width, self.height, self.preset, self.crf,
+                           audio=covered_audio(audio, covered, self.fps))
+        if count != covered:
+            raise RuntimeError(f"{segment['name']}: renderer produced {count} of {covered} frames")
 
     def mouth_box(self) -> tuple[int, int, int, int]:
         """Where the animatic draws its singer's mouth (x0, y0, x1, y1): the top left, clear of the captions."""

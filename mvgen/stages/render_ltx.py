@@ -121,21 +121,28 @@ class LtxRenderer(RenderStage):
     # ------------------------------------------------------------------------------------- models
     def pipe(self) -> Any:
         from diffusers import LTX2DFRPipeline
-        from diffusers.pipelines.ltx2.dfr_layout import SEGMENT_LATENT_CANDIDATES
 
-        from mvgen.models import load_pipeline
+        from mvgen.models import cached, load_pipeline
 
         pipe = load_pipeline(LTX2DFRPipeline, self.id_or_path, self.revision, self.dtype, self.device, self.offload)
-        loaded = self._rule_from(pipe.vae_temporal_compression_ratio, pipe.vae_spatial_compression_ratio,
-                                 pipe.transformer.config.patch_size_t, pipe.transformer.config.patch_size,
-                                 SEGMENT_LATENT_CANDIDATES)
-        if (loaded.step, loaded.grid, loaded.canvas) != (self.frame_rule().step, self.frame_rule().grid,
-                                                        self.frame_rule().canvas):
-            raise MvgenError(f"the loaded LTX pipeline's frame rule ({loaded.describe()}) differs from its configs' "
-                             f"({self.frame_rule().describe()}); check {self.id_or_path}")
+        cached(("ltx_rule_checked", self.id_or_path, self.revision, self.dtype, self.device, self.offload),
+               lambda: self._check_loaded(pipe))  # once per loaded pipeline: pipe() is called many times per clip
         if self.vae_tiling and not pipe.vae.use_tiling:
             pipe.vae.enable_tiling()
         return pipe
+
+    def _check_loaded(self, pipe: Any) -> bool:
+        """The loaded pipeline's frame rule is the one read from its configs."""
+        from diffusers.pipelines.ltx2.dfr_layout import SEGMENT_LATENT_CANDIDATES
+
+        loaded = self._rule_from(pipe.vae_temporal_compression_ratio, pipe.vae_spatial_compression_ratio,
+                                 pipe.transformer.config.patch_size_t, pipe.transformer.config.patch_size,
+                                 SEGMENT_LATENT_CANDIDATES)
+        expected = self.frame_rule()
+        if (loaded.step, loaded.grid, loaded.canvas) != (expected.step, expected.grid, expected.canvas):
+            raise MvgenError(f"the loaded LTX pipeline's frame rule ({loaded.describe()}) differs from its "
+                             f"configs' ({expected.describe()}); check {self.id_or_path}")
+        return True
 
     def upsampler(self) -> Any:
         """The x2 spatial latent upsampler model, on the execution device (called directly: no VAE needed)."""
