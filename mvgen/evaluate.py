@@ -68,12 +68,16 @@ def line_onset_report(annotation: dict[str, Any], truth_lines: list[dict[str, An
 
 
 def dev_set_songs(folder: Path) -> list[dict[str, Any]]:
-    """The songs of a dev set folder: {"id", "language", "audio": Path, "lrc": Path}."""
+    """The songs of a dev set folder: {"id", "language", "audio": Path, "lrc": Path, "truth_offset_s"}.
+
+    ``truth_offset_s`` (manifest only, default 0) shifts an LRC timed to another edit of the recording; it is
+    measured against the vocal stem's onsets by ``bench/devset/check_truth.py``, never against an aligner."""
     manifest = folder / "manifest.json"
     if manifest.is_file():
         entries = read_json(manifest)
         songs = [{"id": e["id"], "language": e.get("language", "en"), "audio": folder / e["audio"],
-                  "lrc": folder / e["lrc"]} for e in entries]
+                  "lrc": folder / e["lrc"], "truth_offset_s": float(e.get("truth_offset_s", 0.0))}
+                 for e in entries]
     else:
         songs = []
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "lyrics.lrc").is_file()):
@@ -81,7 +85,7 @@ def dev_set_songs(folder: Path) -> list[dict[str, Any]]:
             meta = read_json(sub / "meta.json") if (sub / "meta.json").is_file() else {}
             if audio:
                 songs.append({"id": sub.name, "language": meta.get("language", "en"), "audio": audio[0],
-                              "lrc": sub / "lyrics.lrc"})
+                              "lrc": sub / "lyrics.lrc", "truth_offset_s": 0.0})
     if not songs:
         raise MvgenError(f"{folder} holds no songs: add manifest.json or sub-folders with an audio file and "
                          "lyrics.lrc")
@@ -101,7 +105,8 @@ def evaluate_song(song: dict[str, Any], model: str, out_dir: Path) -> dict[str, 
     from mvgen.schema import StableTsAlignConfig
     from mvgen.stages.annotate import StableTsAligner, parse_lrc
 
-    truth = parse_lrc(song["lrc"].read_text(encoding="utf-8"))
+    truth = [{**line, "start": line["start"] + song.get("truth_offset_s", 0.0)}
+             for line in parse_lrc(song["lrc"].read_text(encoding="utf-8"))]
     if len(truth) < 2:
         raise MvgenError(f"dev set song {song['id']}: {song['lrc']} has fewer than two timed lines")
     out_dir.mkdir(parents=True, exist_ok=True)

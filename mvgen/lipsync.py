@@ -6,8 +6,8 @@ the mouth's openness per frame from a mouth tracker. The offset is the lag that 
 (normalized cross-correlation over +-``max_lag`` frames; positive = the mouth is late); the confidence is the
 correlation at that lag.
 
-Trackers: ``BoxMouthTracker`` reads a known mouth box (the animatic's drawn singer). Real clips need a face
-landmark model that loads offline; mvgen has none yet, so their check is skipped and says why.
+Trackers: ``BoxMouthTracker`` reads a known mouth box (the animatic's drawn singer); real clips use
+``mvgen.face.FaceMouthTracker`` (MTCNN landmarks, weights from the facenet-pytorch wheel).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any, Iterable
 import numpy as np
 
 VOICE_BAND = (300.0, 3400.0)
-NO_LANDMARK_MODEL = "no face landmark model is available offline; the lip-sync check needs one"
 
 
 def vocal_envelope(audio: np.ndarray, rate: int, fps: int, frames: int) -> np.ndarray:

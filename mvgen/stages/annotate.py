@@ -33,9 +33,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +45,11 @@ from mvgen.lyrics import LyricLine, parse_lyrics, performer_names
 from mvgen.media.audio import read_wav, to_mono_16k, write_wav
 from mvgen.util import read_json, write_json
 from mvgen.stages.protocols import AnnotateStage
+
+if TYPE_CHECKING:
+    from mvgen.stages.vocals import VocalActivity
+
+HOP_SECONDS_VOICE = 0.1  # mvgen.stages.vocals.HOP_SECONDS (not imported here: that module loads lazily)
 
 log = logging.getLogger("mvgen")
 
@@ -58,7 +64,7 @@ MAX_WORD_GAP = 1.5  # seconds of silence inside one lyric line beyond which a wo
 _VOCALISE_SYLLABLES = ("ba", "bam", "bap", "bop", "da", "dam", "dum", "dee", "doo", "la", "lala", "na", "nah",
                        "pa", "pam", "ram", "sha", "shoo", "ya", "yah", "yea", "yeah", "hey", "hei", "ha", "oh",
                        "ah", "aha", "uh", "eh", "ay", "oo", "ooh", "mm", "hm", "hmm", "woo", "whoa", "wow",
-                       "ooo", "do", "di", "m", "sho", "wo", "wop", "huh")
+                       "ooo", "do", "di", "m", "sho", "wo", "wop", "huh", "ho", "hoh", "hoo")
 _VOCALISE_TOKEN = re.compile(f"^(?:{'|'.join(sorted(_VOCALISE_SYLLABLES, key=len, reverse=True))})+$")
 _WORD_TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
@@ -109,11 +115,14 @@ class StableTsAligner(AnnotateStage):
                  min_confidence: float = 0.2, max_words_per_second: float = 7.0,
                  min_words_per_second: float = 0.2, max_word_seconds: float = 3.0, allow_pickle: bool = False,
                  isolate_vocals: bool = False, vocals_model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers",
-                 vocals_dtype: str = "bfloat16", vocals_steps: int = 8, seed: int = 0, anchors: bool = True) -> None:
+                 vocals_dtype: str = "bfloat16", vocals_steps: int = 8, seed: int = 0, anchors: bool = True,
+                 vocal_guide: str = "spleeter") -> None:
         from mvgen.stages.whisper_models import resolve_name
 
         if gate not in ("warn", "fail"):
             raise MvgenError(f"annotate.gate={gate!r}; use warn or fail")
+        if vocal_guide not in ("spleeter", "none"):
+            raise MvgenError(f"annotate.vocal_guide={vocal_guide!r}; use spleeter or none")
         if language != "en" and resolve_name(model, language).endswith(".en"):
             raise MvgenError(f"the song's language is {language!r} but annotate.model={model} is English-only; "
                              "use annotate.model=base or auto")
@@ -126,7 +135,7 @@ class StableTsAligner(AnnotateStage):
                        "min_wps": min_words_per_second, "max_word_seconds": max_word_seconds}
         self.isolate_vocals, self.vocals_model = isolate_vocals, vocals_model
         self.vocals_dtype, self.vocals_steps, self.seed = vocals_dtype, vocals_steps, seed
-        self.anchors = anchors
+        self.anchors, self.vocal_guide = anchors, vocal_guide
 
     # ----------------------------------------------------------------------------------------- API
     def annotate(self, song: dict[str, Any], song_wav: Path, out_dir: Path) -> dict[str, Any]:
@@ -138,34 +147,49 @@ class StableTsAligner(AnnotateStage):
         if len(lines) > max(4, duration / 0.5):
             raise MvgenError(f"{len(lines)} lyric lines cannot be sung in a {duration:.0f} s song; check that "
                              "song.lyrics belongs to this audio")
+        activity = self._activity(samples, rate)
         if self.isolate_vocals:
             samples = self._vocals(song, samples, rate)
             write_wav(out_dir / VOCALS_WAV, samples, rate)
         audio = to_mono_16k(samples, rate)
         aligner = load_aligner(self.model_name, self.language, self.device, self.compute_type, self.allow_pickle)
+        sung = activity.span() if activity is not None else None
+        first, last = (max(0.0, sung[0] - SPAN_PAD), min(duration, sung[1] + SPAN_PAD)) if sung else (0.0, duration)
 
         lexical = [line for line in lines if not is_vocalise(line.text)] or lines
         vocalise = [line for line in lines if line not in lexical]
-        phrases = {line.index: phrase for line, phrase in zip(lexical, self._align(aligner, audio, lexical, 0.0))}
+        phrases = {line.index: phrase
+                   for line, phrase in zip(lexical, self._align(aligner, audio, lexical, first, last))}
         evidence = self._evidence(aligner, audio, lexical) if self.anchors else Evidence({}, {})
         if evidence.anchors:
-            self._fill_between_anchors(aligner, audio, lexical, phrases, evidence, duration)
-        self._repair_collapse(aligner, audio, lexical, phrases, duration)
+            self._fill_between_anchors(aligner, audio, lexical, phrases, evidence, first, last)
+        self._repair_collapse(aligner, audio, lexical, phrases, first, last)
         flag_uncertain(lexical, phrases, evidence)
-        for run in _runs(vocalise):
+        # The words were not heard: most lines unplaced, or half of them when the free transcription matched
+        # no lyric word at all. Then where the voice is says more than the alignment.
+        unheard = 2 * sum(phrases[line.index]["confidence"] < self.limits["min_confidence"] for line in lexical)
+        transcribed = self.anchors and self.language not in UNSPACED_LANGUAGES
+        not_heard = unheard > len(lexical) or (transcribed and not evidence.heard and unheard >= len(lexical))
+        laid_out = activity is not None and not_heard and layout_by_voice(lines, activity, first, last, phrases)
+        for run in [] if laid_out else _runs(vocalise):
             before = [phrases[i]["end"] for i in phrases if i < run[0].index]
             after = [phrases[i]["start"] for i in phrases if i > run[-1].index]
-            start, end = max(before, default=0.0), min(after, default=duration)
+            start, end = max(before, default=first), min(after, default=last)
             for line, phrase in zip(run, self._align(aligner, audio, run, start, end)):
                 phrase["vocalise"] = True
                 phrase["flags"].append("vocalise: aligned alone between its neighbours")
                 phrases[line.index] = phrase
         ordered = [phrases[line.index] for line in lines]
+        if activity is not None and not laid_out:
+            flag_unvoiced(ordered, activity)
         flag_quality(ordered, self.limits)
         annotation = build_annotation(ordered, duration, self.language, self.instrumental_min_gap,
                                       {"backend": "stable-ts", "model": aligner.name, "source": aligner.source,
                                        "compute_type": self.compute_type, "anchors": len(evidence.anchors),
-                                       "vocals": self.vocals_model if self.isolate_vocals else None})
+                                       "heard_lines": len(evidence.heard),
+                                       "vocals": self.vocals_model if self.isolate_vocals else None,
+                                       "vocal_guide": self.vocal_guide, "laid_out_by_voice": bool(laid_out),
+                                       "sung_span": [round(t, 2) for t in sung] if sung else None})
         lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
         unplaced = sum(p["confidence"] < self.limits["min_confidence"] for p in lyric)
         if lyric and unplaced > len(lyric) / 2:  # most lines unheard: probably the wrong lyrics for this audio
@@ -177,6 +201,14 @@ class StableTsAligner(AnnotateStage):
         log.info("annotate: %s", summary)
         write_annotation(annotation, out_dir)
         return {"phrases": len(annotation["phrases"]), "flags": len(annotation["flags"])}
+
+    def _activity(self, samples: np.ndarray, rate: int) -> "VocalActivity | None":
+        """Where the voice is, from the Spleeter vocal stem (``vocal_guide=spleeter``), or None."""
+        if self.vocal_guide == "none":
+            return None
+        from mvgen.stages.vocals import VocalActivity, spleeter_vocals
+
+        return VocalActivity.from_stem(spleeter_vocals(samples, rate), rate)
 
     def _vocals(self, song: dict[str, Any], samples: np.ndarray, rate: int) -> np.ndarray:
         """The vocal stem, by ACE-Step's own extraction task (``task_type="extract"``, track "vocals")."""
@@ -219,12 +251,13 @@ class StableTsAligner(AnnotateStage):
         return transcript_evidence(lines, heard)
 
     def _fill_between_anchors(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
-                              phrases: dict[int, dict[str, Any]], evidence: "Evidence", duration: float) -> None:
+                              phrases: dict[int, dict[str, Any]], evidence: "Evidence", first: float,
+                              last: float) -> None:
         """Anchor-and-fill: each group of lines from one anchor to the next is also force-aligned inside its own
         window. Where the whole-song alignment put a line of the group outside that window, the group takes the
         windowed alignment (the line had drifted across an anchor); otherwise the whole-song alignment stays.
         Either way, a line the two place more than ``DISAGREEMENT`` apart is flagged."""
-        for group, start, end in anchor_windows(lines, evidence.anchors, duration):
+        for group, start, end in anchor_windows(lines, evidence.anchors, first, last):
             windowed = self._align(aligner, audio, group, start, end)
             drifted = any(not start - 1.0 <= phrases[line.index]["start"] <= end + 1.0 for line in group)
             drifted = drifted or _mean_confidence(windowed) > _mean_confidence(
@@ -289,8 +322,9 @@ class StableTsAligner(AnnotateStage):
                 "confidence": round(confidence, 4), "vocalise": False, "flags": flags, "words": aligned}
 
     def _repair_collapse(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
-                         phrases: dict[int, dict[str, Any]], duration: float) -> None:
-        """Re-align runs of squeezed or out-of-order lines inside the window their good neighbours leave.
+                         phrases: dict[int, dict[str, Any]], first: float, last: float) -> None:
+        """Re-align runs of squeezed or out-of-order lines inside the window their good neighbours leave
+        (the song's sung span, ``first`` to ``last``, at the ends).
 
         One squeezed line on its own is a fast line, not a collapse: the quality gate flags it instead.
         """
@@ -301,9 +335,8 @@ class StableTsAligner(AnnotateStage):
         for run in _runs(bad, key=lambda i: i):
             if len(run) == 1 and not out_of_order(run[0]):
                 continue
-            first, last = run[0], run[-1]
-            start = phrases[lines[first - 1].index]["end"] if first else 0.0
-            end = phrases[lines[last + 1].index]["start"] if last + 1 < len(lines) else duration
+            start = phrases[lines[run[0] - 1].index]["end"] if run[0] else first
+            end = phrases[lines[run[-1] + 1].index]["start"] if run[-1] + 1 < len(lines) else last
             group = [lines[i] for i in run]
             if end - start < 0.25 * sum(len(line.text.split()) for line in group):
                 continue  # no room to spread them out: the gate flags them
@@ -322,6 +355,9 @@ ANCHOR_PAD = 0.4  # a window opens this long before an anchored line's heard ons
 SECONDS_PER_WORD = 0.3  # to step back from an anchored word to its line's onset
 CONFIDENCE_MARGIN = 0.05  # the windowed alignment of a group wins when its words are this much more probable
 DISAGREEMENT = 1.5  # seconds between where a line was placed and where the transcript heard it
+SPAN_PAD = 0.5  # the whole-song alignment runs from this long before the voice is first heard to after the last
+_VOWEL_GROUP = re.compile(r"[aeiouyàáâäãåèéêëìíîïòóôöõùúûüœæ]+")
+UNVOICED_SHARE = 0.25  # a line placed where the vocal stem is this quiet or quieter for most of it is flagged
 
 
 class Evidence:
@@ -414,8 +450,8 @@ def _mean_confidence(phrases: list[dict[str, Any]]) -> float:
     return sum(words) / len(words) if words else 0.0
 
 
-def anchor_windows(lines: list[LyricLine], anchors: dict[int, float],
-                   duration: float) -> list[tuple[list[LyricLine], float, float]]:
+def anchor_windows(lines: list[LyricLine], anchors: dict[int, float], first: float,
+                   last: float) -> list[tuple[list[LyricLine], float, float]]:
     """Split the lines at anchored lines: each group is force-aligned only inside the window between its
     anchor and the next, so no line can drift across an anchor. A group with too little room for its words
     (0.2 s each) is merged into the group before it."""
@@ -424,11 +460,11 @@ def anchor_windows(lines: list[LyricLine], anchors: dict[int, float],
     for line in lines:
         if line.index in anchors or not groups:
             groups.append([line])
-            starts.append(max(anchors[line.index] - ANCHOR_PAD, 0.0) if line.index in anchors else 0.0)
+            starts.append(max(anchors[line.index] - ANCHOR_PAD, first) if line.index in anchors else first)
         else:
             groups[-1].append(line)
-    starts[0] = 0.0
-    bounds = starts[1:] + [duration]
+    starts[0] = first
+    bounds = starts[1:] + [last]
     merged: list[tuple[list[LyricLine], float, float]] = []
     for group, start, end in zip(groups, starts, bounds):
         words = sum(len(line.text.split()) for line in group)
@@ -460,6 +496,42 @@ def flag_uncertain(lines: list[LyricLine], phrases: dict[int, dict[str, Any]], e
             phrase["flags"].append("repeated line without an anchor: which repetition is uncertain")
         elif unanchored_run >= 4 and heard is None:
             phrase["flags"].append(f"weak anchor support: {unanchored_run} lines since the last anchor")
+
+
+def layout_by_voice(lines: list[LyricLine], activity: "VocalActivity", first: float, last: float,
+                    phrases: dict[int, dict[str, Any]]) -> bool:
+    """Place every line by where the voice is, for a song whose words the model does not hear (operatic singing:
+    most lines unplaced): the voiced time between ``first`` and ``last`` is shared among the lines in order, in
+    proportion to their syllables, and each line's words evenly over its share. Fills ``phrases`` in place and
+    flags every line; False (nothing changed) when no voice is heard there."""
+    hop = HOP_SECONDS_VOICE
+    voiced = np.flatnonzero(activity.active[int(first / hop): int(math.ceil(last / hop))]) + int(first / hop)
+    if not len(voiced):
+        return False
+    weights = [max(1, len(_VOWEL_GROUP.findall(line.text.lower())) or len(line.text.split())) for line in lines]
+    total, done = float(sum(weights)), 0
+    for line, weight in zip(lines, weights):
+        a = voiced[min(len(voiced) - 1, int(len(voiced) * done / total))]
+        b = voiced[max(0, min(len(voiced) - 1, int(len(voiced) * (done + weight) / total) - 1))]
+        done += weight
+        start, end = a * hop, max((b + 1) * hop, a * hop + hop)
+        texts = line.text.split() or [line.text]
+        step = (end - start) / len(texts)
+        words = [{"word": w, "start": round(start + k * step, 3), "end": round(start + (k + 1) * step, 3),
+                  "probability": 0.0} for k, w in enumerate(texts)]
+        phrases[line.index] = {"kind": "lyric", "text": line.text, "line": line.index, "section": line.section,
+                               "performers": list(line.performers), "section_index": line.section_index,
+                               "start": start, "end": end, "confidence": 0.0, "vocalise": is_vocalise(line.text),
+                               "flags": ["placed by where the voice is: the model did not hear the words"],
+                               "words": words}
+    return True
+
+
+def flag_unvoiced(phrases: list[dict[str, Any]], activity: "VocalActivity") -> None:
+    """Flag lines placed where the vocal stem says no one sings (in place)."""
+    for phrase in phrases:
+        if phrase["end"] > phrase["start"] and activity.share_active(phrase["start"], phrase["end"]) < UNVOICED_SHARE:
+            phrase["flags"].append("no voice heard where the line is placed")
 
 
 def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float) -> list[str]:

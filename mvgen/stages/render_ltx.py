@@ -32,7 +32,6 @@ import numpy as np
 
 from mvgen.errors import MvgenError
 from mvgen.framing import FrameRule
-from mvgen.lipsync import NO_LANDMARK_MODEL
 from mvgen.media.video import AUDIO_RATE, check_preset, write_clip
 from mvgen.stages.render import check_fps, covered_audio
 from mvgen.util import derive_seed
@@ -58,7 +57,8 @@ class LtxRenderer(RenderStage):
                  sigmas: list[float] | None = None, stage2_sigmas: list[float] | None = None,
                  image_crf: int | None = None, seed: int = 0, motion: str = "", clip_candidates: int = 1,
                  clip_selection: str = "most_motion", audio_noise: float = 0.0, max_sequence_length: int = 1024,
-                 preset: str = "veryfast", crf: int = 18) -> None:
+                 preset: str = "veryfast", crf: int = 18, lipsync: bool = True, sync_max_offset: int = 2,
+                 sync_min_confidence: float = 0.3, sync_rerolls: int = 2) -> None:
         check_fps(fps)
         if two_stage and not upsampler_id_or_path:
             raise MvgenError("render.two_stage=true needs render.upsampler_id_or_path (the x2 latent upsampler)")
@@ -78,6 +78,8 @@ class LtxRenderer(RenderStage):
         self.clip_candidates, self.clip_selection = clip_candidates, clip_selection
         self.audio_noise, self.max_sequence_length = audio_noise, max_sequence_length
         self.preset, self.crf = preset, crf
+        self.lipsync, self.sync_max_offset = lipsync, sync_max_offset
+        self.sync_min_confidence, self.sync_rerolls = sync_min_confidence, sync_rerolls
         check_preset(preset, "render.preset")
         self._rule: FrameRule | None = None
 
@@ -246,30 +248,83 @@ class LtxRenderer(RenderStage):
     # ------------------------------------------------------------------------------------- render
     def render(self, segment: dict[str, Any], image_path: Path, audio: np.ndarray, out_path: Path,
                prompt: str = "") -> dict[str, Any]:
-        """audio: the song from the segment's start, covering every generated frame (48 kHz stereo)."""
+        """audio: the song from the segment's start, covering every generated frame (48 kHz stereo).
+
+        Each take renders ``clip_candidates`` clips and keeps one by ``clip_selection``. A lyric clip is then
+        checked for lip sync (``mvgen.lipsync`` with the MTCNN face tracker of ``mvgen.face``) and rendered
+        again with new seeds, up to ``sync_rerolls`` times, while its mouth is more than ``sync_max_offset``
+        frames off or its match is weaker than ``sync_min_confidence``; the best take is kept."""
+        from mvgen.face import FaceMouthTracker, face_model_available
+        from mvgen.lipsync import estimate_offset, sync_figure, vocal_envelope
+
         self.frame_rule().check_segment(segment)
         latents = self.audio_latents(audio)
+        covered = segment["frames"]
+        clip_audio = covered_audio(audio, covered, self.fps)
+        singing = self.lipsync and segment.get("kind") == "lyric"
+        unavailable = face_model_available() if singing else None
+        envelope = vocal_envelope(audio, AUDIO_RATE, self.fps, covered) if singing and not unavailable else None
+        takes: list[dict[str, Any]] = []  # each take is kept in its own file until the best is known
+        for take in range(1 + (self.sync_rerolls if envelope is not None else 0)):
+            chosen, frames, scores = self._pick_candidate(segment, image_path, latents, prompt, take)
+            pixels = frames[:covered].cpu().numpy()
+            del frames
+            path = out_path.with_name(f"take_{take}{out_path.suffix}")
+            count = write_clip(path, iter(pixels), self.fps, self.width, self.height, self.preset, self.crf,
+                               audio=clip_audio)
+            if count != covered:
+                raise RuntimeError(f"{segment['name']}: rendered {count} of {covered} frames")
+            entry: dict[str, Any] = {"take": take, "path": path, "candidate": chosen, "motion": scores,
+                                     "in_sync": True}
+            if envelope is not None:
+                tracker = FaceMouthTracker()
+                entry["mouth"] = tracker.openness(pixels)
+                entry["faces"] = tracker.faces_found
+                entry["result"] = estimate_offset(entry["mouth"], envelope)
+                entry["in_sync"] = tracker.faces_found > 0 and \
+                    abs(entry["result"]["offset_frames"]) <= self.sync_max_offset and \
+                    entry["result"]["confidence"] >= self.sync_min_confidence
+            del pixels
+            takes.append(entry)
+            if entry["in_sync"]:
+                break
+        best = max(takes, key=lambda t: (t["in_sync"], t["result"]["confidence"] if "result" in t else 0.0))
+        best["path"].replace(out_path)
+        for other in takes:
+            other["path"].unlink(missing_ok=True)
+        info = {"frames": covered, "generated": int(segment["generate_frames"]),
+                "canvas": self.frame_rule().canvas_frames(int(segment["generate_frames"])),
+                "candidate": best["candidate"], "motion": best["motion"], "frozen": best["motion"][best["candidate"]] < 0.5,
+                "two_stage": self.two_stage, "audio_latents_shape": list(latents.shape)}
+        if envelope is None:
+            reason = unavailable or ("lip sync is off (render.lipsync=false)" if not self.lipsync
+                                     else "not a lyric segment")
+            info["sync"] = {"checked": False, "reason": reason}
+            return info
+        sync_figure(best["mouth"], envelope, best["result"], self.fps, segment["name"], out_path.with_name("sync.png"))
+        info["sync"] = {"checked": True, "tracker": "mtcnn",
+                        **{k: best["result"][k] for k in ("offset_frames", "confidence")},
+                        "face_frames": best["faces"], "take": best["take"], "rerolls": len(takes) - 1,
+                        "attempts": [{"take": t["take"], "face_frames": t["faces"],
+                                      **{k: t["result"][k] for k in ("offset_frames", "confidence")}} for t in takes],
+                        "in_sync": best["in_sync"]}
+        return info
+
+    def _pick_candidate(self, segment: dict[str, Any], image_path: Path, latents: Any, prompt: str,
+                        take: int) -> tuple[int, Any, list[float]]:
+        """Render this take's ``clip_candidates`` clips and keep one by ``clip_selection``: (its index, its
+        frames on the device, every candidate's motion score). Take t uses candidates t*K .. t*K+K-1, so a
+        lip-sync re-roll draws new seeds."""
         best: tuple[int, Any] | None = None
         scores: list[float] = []
         for k in range(self.clip_candidates):
-            frames = self.frames_on_device(segment, image_path, latents, prompt, k)
+            frames = self.frames_on_device(segment, image_path, latents, prompt, take * self.clip_candidates + k)
             scores.append(round(_motion(frames), 4))
             if best is None or self._better(scores[-1], scores[best[0]]):
                 best = (k, frames)
+            del frames
         assert best is not None
-        chosen, frames = best
-        covered = segment["frames"]
-        pixels = frames[:covered].cpu().numpy()
-        clip_audio = covered_audio(audio, covered, self.fps)
-        count = write_clip(out_path, iter(pixels), self.fps, self.width, self.height, self.preset, self.crf,
-                           audio=clip_audio)
-        if count != covered:
-            raise RuntimeError(f"{segment['name']}: rendered {count} of {covered} frames")
-        return {"frames": count, "generated": int(frames.shape[0]),
-                "canvas": self.frame_rule().canvas_frames(int(segment["generate_frames"])),
-                "candidate": chosen, "motion": scores, "frozen": scores[chosen] < 0.5,
-                "two_stage": self.two_stage, "audio_latents_shape": list(latents.shape),
-                "sync": {"checked": False, "reason": NO_LANDMARK_MODEL}}
+        return best[0], best[1], scores
 
     def _better(self, motion: float, incumbent: float) -> bool:
         if self.clip_selection == "first":

@@ -1,0 +1,69 @@
+"""Check a dev set's line timings against the voice itself, independently of any aligner.
+
+For every line of a song's LRC, find the first vocal onset in the Spleeter vocal stem near the line's start:
+the loudness (0.1 s hops, 0.1 s smoothing) rising above ``ONSET_DB`` below the stem's loud part after at
+least 0.3 s under ``QUIET_DB`` below it. A song whose lines are consistently late or early against those
+onsets has an LRC timed to another edit of the recording; its median shift is what `truth_offset_s` in the
+dev set's manifest corrects.
+
+    python bench/devset/check_truth.py DEV_SET_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mvgen.evaluate import dev_set_songs
+from mvgen.media.audio import decode_audio
+from mvgen.stages import vocals
+from mvgen.stages.annotate import parse_lrc
+
+ONSET_DB, QUIET_DB = 12.0, 30.0  # below the stem's 95th-percentile loudness
+SEARCH = (-1.0, 2.5)  # seconds around the LRC line start in which the onset is looked for
+
+
+def onsets(loudness: np.ndarray, hop: float) -> list[float]:
+    loud = float(np.percentile(loudness, 95))
+    found, quiet_run = [], 0
+    for i, value in enumerate(loudness):
+        if value < loud - QUIET_DB:
+            quiet_run += 1
+        elif value > loud - ONSET_DB:
+            if quiet_run * hop >= 0.3:
+                found.append(i * hop)
+            quiet_run = 0
+    return found
+
+
+def check(folder: Path) -> list[dict[str, object]]:
+    rows = []
+    for song in dev_set_songs(folder):
+        rate = 48000
+        samples = decode_audio(song["audio"], rate, channels=2)
+        stem = vocals.spleeter_vocals(samples, rate)
+        mono = stem.mean(axis=1)
+        hop = int(rate * 0.1)
+        energy = np.mean(mono[: len(mono) // hop * hop].reshape(-1, hop).astype(np.float64) ** 2, axis=1)
+        heard = onsets(10 * np.log10(energy + 1e-12), 0.1)
+        deltas = []
+        for line in parse_lrc(song["lrc"].read_text(encoding="utf-8")):
+            near = [t - line["start"] for t in heard if SEARCH[0] <= t - line["start"] <= SEARCH[1]]
+            if near:
+                deltas.append(min(near, key=abs))
+        rows.append({"id": song["id"], "lines_with_onset": len(deltas),
+                     "median_shift_s": round(statistics.median(deltas), 2) if deltas else None,
+                     "iqr_s": round(float(np.subtract(*np.percentile(deltas, [75, 25]))), 2) if len(deltas) > 3
+                     else None})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python bench/devset/check_truth.py DEV_SET_DIR")
+    check(Path(sys.argv[1]))
