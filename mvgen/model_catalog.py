@@ -241,11 +241,17 @@ def preflight(cfg: dict[str, Any], cache: Path | None = None) -> None:
     missing = [n for n in (check_presence(n, cache) for n in needs) if not n.present]
     if not missing:
         return
-    parts = [_missing_line(n) for n in missing]
+    uncached = [n for n in missing if n.kind == "hub" and n.why == "not in the cache"]
+    parts = [_missing_line(n) for n in missing if n not in uncached]
+    if uncached:
+        them = "it" if len(uncached) == 1 else "them"
+        parts.append(f"{', '.join(f'{n.key}={n.source}' for n in uncached)} not in the Hugging Face cache "
+                     f"{hub_cache() if cache is None else cache}; download {them} first: "
+                     + " && ".join(n.fetch_command() for n in uncached))
     hint = ("" if all(n.kind != "hub" for n in missing) else
-            "; or set the key to a local folder, or runtime.allow_download=true to let the run download it")
-    raise MvgenError(f"missing model{'s' if len(missing) > 1 else ''}, nothing was loaded: "
-                     + "; ".join(parts) + hint + " (see mvgen models)")
+            "; or point the key at a local folder, or set runtime.allow_download=true to let the run download it")
+    raise MvgenError(f"{len(missing)} model{'s' if len(missing) > 1 else ''} missing, nothing was loaded: "
+                     + "; ".join(parts) + hint + " (mvgen models ... lists them)")
 
 
 def _missing_line(need: ModelNeed) -> str:
