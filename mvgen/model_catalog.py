@@ -158,8 +158,10 @@ def required_models(cfg: dict[str, Any]) -> list[ModelNeed]:
     if target(render) == "LtxRenderer":
         needs.append(_hub_or_local("render", "render.id_or_path", render["id_or_path"], "model_index.json", render))
         if render.get("two_stage") and render.get("upsampler_id_or_path"):
-            needs.append(_hub_or_local("render", "render.upsampler_id_or_path", render["upsampler_id_or_path"],
-                                       "config.json", render, subfolder=render.get("upsampler_subfolder")))
+            upsampler = _hub_or_local("render", "render.upsampler_id_or_path", render["upsampler_id_or_path"],
+                                      "config.json", render, subfolder=render.get("upsampler_subfolder"))
+            upsampler.revision = None  # the renderer loads it at main: render.revision is the pipeline's
+            needs.append(upsampler)
     return needs
 
 
@@ -393,6 +395,10 @@ def report(cfg: dict[str, Any], gpu: tuple[str, float] | None | str = "detect", 
         lines.append("Peak GPU memory (approx.; each stage frees its models before the next loads its own):")
         for m in memory:
             lines.append(f"  {m.stage:8s} ~{m.peak_gib:.0f} GiB  {m.detail}")
+        unknown = [n for n in needs if str(n.device).startswith("cuda") and n.kind != "bundled" and n.known is None
+                   and n.stage != "render"]
+        for n in unknown:
+            lines.append(f"  {n.stage:8s} unknown: {n.source} is not in mvgen's catalogue (mvgen/model_catalog.py)")
         peak = max(memory, key=lambda m: m.peak_gib)
         if gpu == "detect":
             gpu = visible_gpu()

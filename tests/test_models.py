@@ -45,6 +45,8 @@ def test_production_lists_every_model_it_loads() -> None:
     single = required_models(_cfg("profile=production", "render.two_stage=false", "annotate.isolate_vocals=true"))
     assert "dg845/LTX-2.3-Spatial-Upsampler-Diffusers" not in [n.source for n in single]
     assert ("annotate", "annotate.vocals_model") in [(n.stage, n.key) for n in single]
+    pinned = required_models(_cfg("profile=production", "render.revision=abc"))
+    assert [n.revision for n in pinned[-2:]] == ["abc", None]  # the upsampler is loaded at main
 
 
 def test_presence_of_local_folders_and_cached_hub_snapshots(tiny_clip: Path, tiny_sdxl: Path, tmp_path: Path) -> None:
