@@ -25,13 +25,14 @@ class StageStats:
     seconds: float = 0.0
     hits: int = 0
     misses: int = 0
-    items: dict[str, dict[str, Any]] = field(default_factory=dict)  # per segment: seconds, built or from the store
+    # per segment: seconds, built or from the store, in_worker when runtime.devices>1 built it in another process
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_seconds: float = 0.0  # of ``seconds``, spent loading models
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seconds": round(self.seconds, 3), "hits": self.hits, "misses": self.misses}
         if self.items:
-            built = [i["seconds"] for i in self.items.values() if i["built"]]
+            built = [i["seconds"] for i in self.items.values() if i["built"] and not i.get("in_worker")]
             out["load_seconds"] = round(self.load_seconds, 3)
             out["seconds_per_built_item"] = (round((sum(built) - self.load_seconds) / len(built), 3) if built
                                              else None)  # model loading left out

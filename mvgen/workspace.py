@@ -96,9 +96,11 @@ class Workspace:
                 entry = attempt(self.store, stage, segment["name"], key, build, backend, policy, self.failures)
                 seconds, loading = time.perf_counter() - start, load_seconds() - loaded
                 built = entry is None or not entry.hit or key in fanned
-                timer.add(seconds, built, loading)
+                timer.add(seconds, built and key not in fanned, loading)  # a worker's time is not measured here
                 stats.load_seconds += loading
                 stats.items[segment["name"]] = {"seconds": round(seconds, 3), "built": built}
+                if key in fanned:
+                    stats.items[segment["name"]]["in_worker"] = True
                 self._report_time(stage, segment["name"], timer, bar, first=built and len(timer.built) == 1)
                 if entry is not None:
                     if key in fanned:  # built moments ago by a worker process: computed by this run, not a hit
