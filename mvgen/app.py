@@ -399,6 +399,9 @@ def _models_cli(argv: list[str]) -> None:
 
     from mvgen.model_catalog import report
 
+    if {"-h", "--help"} & set(argv):
+        print("usage: mvgen models [OVERRIDE ...]  (the same overrides as a run, e.g. profile=production)")
+        return
     args = get_args_parser().parse_args(quote_path_values(_song_file_argument(argv)))
     if args.multirun or "," in " ".join(o for o in args.overrides if not o.startswith("hydra.")):
         raise MvgenError("mvgen models takes one configuration, not a sweep; drop -m and the comma lists")
