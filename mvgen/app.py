@@ -5,6 +5,7 @@
     mvgen compare SWEEP_DIR             rebuild compare.html + compare.json for a sweep
     mvgen review RUN_DIR                serve the review page (lyric timing, frames) for a run
     mvgen eval RUN_DIR [TRUTH]          alignment accuracy against ground truth
+    mvgen models [OVERRIDES]            the models the composed config loads, whether each is present, peak GPU memory
 
 Overrides are checked by composing the config before Hydra runs, so a typo or a wrong type is one
 line naming the key. Nothing on the ``--help`` path imports torch.
@@ -72,9 +73,12 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
 def _task(cfg: DictConfig, rerun_of: Path | None = None) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from mvgen.model_catalog import preflight
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         _carry_song(run_dir)
+        preflight(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
         pipeline = build_pipeline(cfg, run_dir)
         if rerun_of is not None:
             pipeline.manifest_extra["rerun_of"] = str(rerun_of)
@@ -173,13 +177,8 @@ def describe_config_error(exc: BaseException) -> str:
 
 def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> None:
     """Compose the config once per sweep value; raise MvgenError with one line on the first failure."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from mvgen.limits import check_limits
 
     parser = OverridesParser.create()
     for override in overrides:
@@ -198,20 +197,33 @@ def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> 
     for i, (key, values) in enumerate(sweeps):
         others = firsts[:i] + firsts[i + 1:]
         trials += [fixed + others + [f"{key}={v}"] for v in values[1:]]
-    extra_dirs = [config_dir] if config_dir else []
     for trial in trials:
+        compose_config(trial, config_dir)
+
+
+def compose_config(overrides: Sequence[str], config_dir: str | None = None) -> DictConfig:
+    """The config these (non-sweep) overrides compose, resolved and within its limits; else one-line MvgenError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mvgen.limits import check_limits
+
+    trial = list(overrides)
+    if config_dir:
+        trial.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=trial)
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            check_limits(cfg)
+            return cfg
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise MvgenError(describe_config_error(exc)) from exc
+    finally:
         GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                if extra_dirs:
-                    trial = trial + [f"hydra.searchpath=[file://{Path(extra_dirs[0]).resolve()}]"]
-                cfg = compose(config_name="config", overrides=trial)
-                OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-                check_limits(cfg)
-        except (HydraException, OmegaConfBaseException, ValueError) as exc:
-            raise MvgenError(describe_config_error(exc)) from exc
-        finally:
-            GlobalHydra.instance().clear()
 
 
 def _check_song_file(args: Any) -> None:
@@ -271,6 +283,10 @@ Usage:
                                        or a JamendoLyrics CSV (start_time,end_time,lyrics_line)
   mvgen eval DEV_SET_DIR [--model M]   align a folder of real songs (audio + lyrics.lrc) and report
                                        per song and overall (see README, "Real-song dev set")
+  mvgen models [OVERRIDE ...]          the models that configuration loads: id or folder, revision, download
+                                       size, licence, where it is looked for and whether it is there; peak GPU
+                                       memory and whether the visible GPU fits (a run with a model missing
+                                       stops before loading any, naming the command that fetches it)
   mvgen --cfg job                      print the composed config (any KEY=VALUE there can be overridden)
   mvgen --info defaults                show which file fills each config group
   mvgen --hydra-help                   Hydra's own flags (--config-dir, --multirun, ...)
@@ -377,6 +393,23 @@ def _song_file_argument(args_in: list[str]) -> list[str]:
     return ["--config-dir", str(scratch)] + args_in[:index] + [f"song={name}"] + args_in[index + 1:]
 
 
+def _models_cli(argv: list[str]) -> None:
+    """``mvgen models [OVERRIDES]``: what the config those overrides compose will load (``mvgen.model_catalog``)."""
+    from hydra._internal.utils import get_args_parser
+
+    from mvgen.model_catalog import report
+
+    if {"-h", "--help"} & set(argv):
+        print("usage: mvgen models [OVERRIDE ...]  (the same overrides as a run, e.g. profile=production)")
+        return
+    args = get_args_parser().parse_args(quote_path_values(_song_file_argument(argv)))
+    if args.multirun or "," in " ".join(o for o in args.overrides if not o.startswith("hydra.")):
+        raise MvgenError("mvgen models takes one configuration, not a sweep; drop -m and the comma lists")
+    _check_song_file(args)
+    cfg = compose_config(args.overrides, args.config_dir)
+    print(report(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
+
+
 def _help(argv: list[str]) -> None:
     print(help_text(), end="")
 
@@ -384,7 +417,7 @@ def _help(argv: list[str]) -> None:
 # Subcommands that run without Hydra; anything else is a Hydra command line (``rerun`` turns into one).
 SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {
     "--help": _help, "-h": _help, "help": _help, "compare": _compare, "review": _review_cli, "eval": _eval_cli,
-    "new": _new_cli}
+    "new": _new_cli, "models": _models_cli}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

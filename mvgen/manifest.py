@@ -1,12 +1,12 @@
 """``manifest.json``: what made a run and what it made (versions, seeds, config hash, stage times, hits and
-misses, output hashes, failures, warnings)."""
+misses, per-segment times of the frames and render stages, output hashes, failures, warnings)."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,19 @@ class StageStats:
     seconds: float = 0.0
     hits: int = 0
     misses: int = 0
+    # per segment: seconds, built or from the store, in_worker when runtime.devices>1 built it in another process
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load_seconds: float = 0.0  # of ``seconds``, spent loading models
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seconds": round(self.seconds, 3), "hits": self.hits, "misses": self.misses}
+        if self.items:
+            built = [i["seconds"] for i in self.items.values() if i["built"] and not i.get("in_worker")]
+            out["load_seconds"] = round(self.load_seconds, 3)
+            out["seconds_per_built_item"] = (round((sum(built) - self.load_seconds) / len(built), 3) if built
+                                             else None)  # model loading left out
+            out["items"] = self.items
+        return out
 
     def count(self, entry: Entry) -> Entry:
         if entry.hit:
@@ -69,8 +82,7 @@ def write_manifest(run_dir: Path, store_root: Path, configs: dict[str, Any], sta
         "config_hash": sha256_json(configs),
         "seeds": seeds(configs),
         "wall_seconds": round(wall, 3),
-        "stages": {name: {"seconds": round(s.seconds, 3), "hits": s.hits, "misses": s.misses}
-                   for name, s in stats.items()},
+        "stages": {name: s.to_dict() for name, s in stats.items()},
         "outputs": dict(sorted(outputs.items())),
         "failures": failures,
         "warnings": warnings,

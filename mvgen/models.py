@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,11 +44,24 @@ def _resolve(id_or_path: str) -> tuple[str, bool]:
     return source, local
 
 
+_LOAD_SECONDS = [0.0]
+
+
 def cached(key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
     """The process-wide model cache: ``load()`` runs once per key; ``release_models`` empties it."""
     if key not in _PIPELINES:
-        _PIPELINES[key] = load()
+        start = time.perf_counter()
+        try:
+            _PIPELINES[key] = load()
+        finally:
+            _LOAD_SECONDS[0] += time.perf_counter() - start
     return _PIPELINES[key]
+
+
+def load_seconds() -> float:
+    """Seconds this process has spent loading models through ``cached`` (progress leaves them out of the
+    time per item)."""
+    return _LOAD_SECONDS[0]
 
 
 def from_pretrained(cls: Any, id_or_path: str, **kwargs: Any) -> Any:

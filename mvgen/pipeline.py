@@ -66,7 +66,8 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         started, status, error = time.perf_counter(), "ok", None
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(self.STEPS), desc="mvgen", unit="stage", disable=not self.progress, file=sys.stderr)
+        bar = tqdm(total=len(self.STEPS), desc="mvgen", unit="stage", disable=not self.progress, file=sys.stderr,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} stages [{elapsed}]")  # stages differ too much for a rate
         failures = self.ws.failures
         try:
             song = steps.music(self); bar.update()

@@ -331,6 +331,7 @@ class RuntimeConfig:
     progress: bool = True
     debug: bool = False  # show tracebacks for user errors
     confirm_large: bool = False  # go ahead with a run of over 10x the default preview's work (mvgen/limits.py)
+    allow_download: bool = False  # let a run download missing hub models itself, instead of stopping before loading any
     retry: RetryConfig = field(default_factory=RetryConfig)
 
 

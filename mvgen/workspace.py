@@ -83,11 +83,41 @@ class Workspace:
 
             fanned = fan_out_pending(self.store, stage, [(key, build) for _, key, build in jobs], self.devices,
                                      self.accelerator)
+        from mvgen.models import load_seconds
+        from mvgen.progress import TimeLeft
+
         policy = RetryPolicy.from_config(self.retry.get(stage))
-        for segment, key, build in tqdm(jobs, desc=f"  {stage}", unit="seg", leave=False, disable=not self.progress,
-                                        file=sys.stderr):
-            entry = attempt(self.store, stage, segment["name"], key, build, backend, policy, self.failures)
-            if entry is not None:
-                if key in fanned:  # built moments ago by a worker process: computed by this run, not a hit
-                    entry.hit = False
-                yield segment, stats.count(entry)
+        timer = TimeLeft(len(jobs), sum(not self.store.exists(stage, key) for _, key, _ in jobs))
+        with tqdm(total=len(jobs), desc=f"  {stage}", unit="seg", leave=False, disable=not self.progress,
+                  file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+                  ) as bar:
+            for segment, key, build in jobs:
+                start, loaded = time.perf_counter(), load_seconds()
+                entry = attempt(self.store, stage, segment["name"], key, build, backend, policy, self.failures)
+                seconds, loading = time.perf_counter() - start, load_seconds() - loaded
+                built = entry is None or not entry.hit or key in fanned
+                timer.add(seconds, built and key not in fanned, loading)  # a worker's time is not measured here
+                stats.load_seconds += loading
+                stats.items[segment["name"]] = {"seconds": round(seconds, 3), "built": built}
+                if key in fanned:
+                    stats.items[segment["name"]]["in_worker"] = True
+                self._report_time(stage, segment["name"], timer, bar, first=built and len(timer.built) == 1)
+                if entry is not None:
+                    if key in fanned:  # built moments ago by a worker process: computed by this run, not a hit
+                        entry.hit = False
+                    yield segment, stats.count(entry)
+
+    def _report_time(self, stage: str, name: str, timer: Any, bar: Any, first: bool) -> None:
+        """Time left on the bar (or in the log without one); after the first built item, the projected total."""
+        from mvgen.progress import format_seconds
+
+        bar.set_postfix_str(timer.describe(counts=False), refresh=False)
+        bar.update()
+        if not self.progress:
+            log.info("%s %s: %s", stage, name, timer.describe())
+        if first and timer.to_build > 1:
+            first = timer.built[0] + timer.loading
+            log.info("%s: first %s built in %s (%s of it loading models); projected total for the %d to build: "
+                     "about %s, %s left", stage, "clip" if stage == "render" else "segment", format_seconds(first),
+                     format_seconds(timer.loading), timer.to_build, format_seconds(first + timer.left()),
+                     format_seconds(timer.left()))

@@ -63,3 +63,19 @@ def run_dir_of(proc: subprocess.CompletedProcess[str]) -> Path:
     match = re.search(r"^mvgen: (\S+)/master\.mp4 ", proc.stdout, re.MULTILINE)
     assert match, f"no master line in output:\n{proc.stdout}\n{proc.stderr}"
     return Path(match.group(1))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SDXL saved with save_pretrained (tests/tiny_models.py)."""
+    from .tiny_models import build_tiny_sdxl
+
+    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP with its processor, saved with save_pretrained."""
+    from .tiny_models import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")

@@ -95,3 +95,10 @@ def test_frame_rule_helpers() -> None:
     rule = FrameRule(step=8, canvas=(24, 32), max_frames=257)
     assert rule.canvas_frames(185) == 193 and rule.canvas_frames(193) == 193  # what LTX2DFRPipeline pads to
     assert rule.frames_for(185) == 193
+
+
+def test_the_model_catalogue_counts_are_the_published_shapes(ltx23: dict[str, Any]) -> None:
+    from mvgen.model_catalog import LTX23_PARAMS_B
+
+    for name, billions in LTX23_PARAMS_B.items():  # what `mvgen models` estimates memory from, without a meta build
+        assert sum(p.numel() for p in ltx23[name].parameters()) / 1e9 == pytest.approx(billions, abs=0.001), name

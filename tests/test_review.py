@@ -25,17 +25,6 @@ from mvgen.stages.review import AutoReview
 from mvgen.util import read_json, sha256_file
 
 from .conftest import FAST, run_dir_of, run_mvgen
-from .tiny_models import build_tiny_clip, build_tiny_sdxl
-
-
-@pytest.fixture(scope="module")
-def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl") / "tiny-sdxl")
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 SONG = {"title": "t", "style": "pop", "visual": {"characters": ["a singer in a red coat"], "locations": ["a pier"],
