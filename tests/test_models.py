@@ -37,16 +37,18 @@ def test_production_lists_every_model_it_loads() -> None:
     assert [(n.stage, n.source, n.kind) for n in needs] == [
         ("music", "ACE-Step/acestep-v15-xl-turbo-diffusers", "hub"),
         ("annotate", "Whisper base", "bundled"),
+        ("annotate", "Spleeter 2-stem", "bundled"),
         ("frames", "black-forest-labs/FLUX.2-klein-4B", "hub"),
         ("review", "openai/clip-vit-large-patch14", "hub"),
         ("render", "diffusers/LTX-2.3-Distilled-Diffusers", "hub"),
-        ("render", "dg845/LTX-2.3-Spatial-Upsampler-Diffusers", "hub")]
+        ("render", "dg845/LTX-2.3-Spatial-Upsampler-Diffusers", "hub"),
+        ("render", "MTCNN", "bundled")]
     assert all(n.known for n in needs if n.kind == "hub")  # every preset's model has a size and a licence
     single = required_models(_cfg("profile=production", "render.two_stage=false", "annotate.isolate_vocals=true"))
     assert "dg845/LTX-2.3-Spatial-Upsampler-Diffusers" not in [n.source for n in single]
     assert ("annotate", "annotate.vocals_model") in [(n.stage, n.key) for n in single]
     pinned = required_models(_cfg("profile=production", "render.revision=abc"))
-    assert [n.revision for n in pinned[-2:]] == ["abc", None]  # the upsampler is loaded at main
+    assert [n.revision for n in pinned[-3:-1]] == ["abc", None]  # the upsampler is loaded at main
 
 
 def test_presence_of_local_folders_and_cached_hub_snapshots(tiny_clip: Path, tiny_sdxl: Path, tmp_path: Path) -> None:
