@@ -349,3 +349,35 @@ def test_a_line_placed_where_no_one_sings_is_flagged() -> None:
     phrases = [{"start": 2.5, "end": 4.5, "flags": []}, {"start": 8.0, "end": 10.0, "flags": []}]
     flag_unvoiced(phrases, VocalActivity.from_stem(stem, rate))
     assert phrases[0]["flags"] == [] and phrases[1]["flags"] == ["no voice heard where the line is placed"]
+
+
+VOCALISE_INTRO_SONG = """[intro]
+Oh-hoh-hoh-hoah
+Oh-hoh-hoh-hoah
+Oh-hoh-hoh-hoah
+[verse]
+Everybody was dancing in the night
+Those kids were fast as lightning
+In fact it was a little bit frightening
+[chorus]
+Ba da da dam
+Carry the fire into the night
+Yeah yeah yeah
+Holding on to you with all my might
+"""
+
+
+@pytest.mark.slow
+def test_nonsense_syllables_are_placed_where_the_voice_is(tmp_path: Path) -> None:
+    """A chant of nonsense syllables opens the song after a long intro, and more sit between lines (Kung Fu
+    Fighting on the dev set): aligned as text they drag the first verse line 10 s off."""
+    song = {"lyrics": VOCALISE_INTRO_SONG, "bpm": 100, "title": "chant"}
+    DemoSongMaker(seed=2, bars_intro=8, bars_between_sections=4).make(song, tmp_path)
+    truth = read_json(tmp_path / "truth.json")
+    StableTsAligner(model="base", vocal_guide="none").annotate(song, tmp_path / "song.wav", tmp_path / "blind")
+    assert line_onset_report(read_json(tmp_path / "blind" / "annotation.json"), truth)["max"] > 5.0  # today's
+    StableTsAligner(model="base").annotate(song, tmp_path / "song.wav", tmp_path / "guided")
+    annotation = read_json(tmp_path / "guided" / "annotation.json")
+    assert line_onset_report(annotation, truth)["max"] <= 1.0
+    chant = [p for p in annotation["phrases"] if p["kind"] == "lyric" and p["vocalise"]]
+    assert len(chant) == 5 and all("placed where the voice is" in p["flags"][0] for p in chant)

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from mvgen.stages.vocals import VocalActivity
 
 HOP_SECONDS_VOICE = 0.1  # mvgen.stages.vocals.HOP_SECONDS (not imported here: that module loads lazily)
+SMOOTH_SPILL = 0.6  # voice activity starts up to half its 1 s smoothing window (plus a hop) before the voice
 
 log = logging.getLogger("mvgen")
 
@@ -175,6 +176,9 @@ class StableTsAligner(AnnotateStage):
             before = [phrases[i]["end"] for i in phrases if i < run[0].index]
             after = [phrases[i]["start"] for i in phrases if i > run[-1].index]
             start, end = max(before, default=first), min(after, default=last)
+            if activity is not None and layout_by_voice(run, activity, start, end, phrases,
+                                                        "vocalise: placed where the voice is between its neighbours"):
+                continue  # nonsense syllables are where Whisper is weakest: the voice itself says more
             for line, phrase in zip(run, self._align(aligner, audio, run, start, end)):
                 phrase["vocalise"] = True
                 phrase["flags"].append("vocalise: aligned alone between its neighbours")
@@ -499,22 +503,29 @@ def flag_uncertain(lines: list[LyricLine], phrases: dict[int, dict[str, Any]], e
 
 
 def layout_by_voice(lines: list[LyricLine], activity: "VocalActivity", first: float, last: float,
-                    phrases: dict[int, dict[str, Any]]) -> bool:
+                    phrases: dict[int, dict[str, Any]],
+                    flag: str = "placed by where the voice is: the model did not hear the words") -> bool:
     """Place every line by where the voice is, for a song whose words the model does not hear (operatic singing:
     most lines unplaced): the voiced time between ``first`` and ``last`` is shared among the lines in order, in
     proportion to their syllables, and each line's words evenly over its share. Fills ``phrases`` in place and
     flags every line; False (nothing changed) when no voice is heard there."""
     hop = HOP_SECONDS_VOICE
-    voiced = np.flatnonzero(activity.active[int(first / hop): int(math.ceil(last / hop))]) + int(first / hop)
-    if not len(voiced):
+    runs = voiced_runs(activity.active, int(first / hop), min(len(activity.active), int(math.ceil(last / hop))))
+    if not runs:
         return False
+    voiced = np.concatenate([np.arange(a, b) for a, b in runs])
     weights = [max(1, len(_VOWEL_GROUP.findall(line.text.lower())) or len(line.text.split())) for line in lines]
     total, done = float(sum(weights)), 0
     for line, weight in zip(lines, weights):
-        a = voiced[min(len(voiced) - 1, int(len(voiced) * done / total))]
-        b = voiced[max(0, min(len(voiced) - 1, int(len(voiced) * (done + weight) / total) - 1))]
+        a = int(voiced[min(len(voiced) - 1, int(len(voiced) * done / total))])
+        b = int(voiced[max(0, min(len(voiced) - 1, int(len(voiced) * (done + weight) / total) - 1))])
         done += weight
-        start, end = a * hop, max((b + 1) * hop, a * hop + hop)
+        for run_start, run_end in runs:  # a line does not reach across a silence longer than a breath
+            if run_start <= a < run_end:
+                later = [r for r in runs if r[0] >= run_end and r[0] <= b]
+                if later and (later[0][0] - run_end) * hop > MAX_WORD_GAP:
+                    b = run_end - 1
+        start, end = a * hop, (b + 1) * hop
         texts = line.text.split() or [line.text]
         step = (end - start) / len(texts)
         words = [{"word": w, "start": round(start + k * step, 3), "end": round(start + (k + 1) * step, 3),
@@ -522,9 +533,32 @@ def layout_by_voice(lines: list[LyricLine], activity: "VocalActivity", first: fl
         phrases[line.index] = {"kind": "lyric", "text": line.text, "line": line.index, "section": line.section,
                                "performers": list(line.performers), "section_index": line.section_index,
                                "start": start, "end": end, "confidence": 0.0, "vocalise": is_vocalise(line.text),
-                               "flags": ["placed by where the voice is: the model did not hear the words"],
+                               "flags": [flag],
                                "words": words}
     return True
+
+
+def voiced_runs(active: np.ndarray, a: int, b: int, min_hops: int = 5) -> list[tuple[int, int]]:
+    """The stretches [start, end) of hops a..b in which the voice is heard, as long as something is left:
+    without runs under ``min_hops``, a short run that only leads into the next line at ``b``, or the tail of
+    a stretch that began before ``a`` (the line before is still ringing there)."""
+    runs, i = [], a
+    while i < b:
+        if active[i]:
+            j = i
+            while j < b and active[j]:
+                j += 1
+            runs.append((i, j))
+            i = j
+        else:
+            i += 1
+    runs = [r for r in runs if r[1] - r[0] >= min_hops] or runs
+    spill = int(round(SMOOTH_SPILL / HOP_SECONDS_VOICE))
+    if len(runs) > 1 and b < len(active) and active[b] and runs[-1][1] == b and runs[-1][1] - runs[-1][0] <= spill:
+        runs = runs[:-1]  # only the next line's onset, spread early by the loudness smoothing
+    if len(runs) > 1 and a > 0 and active[a - 1] and runs[0][0] == a:
+        runs = runs[1:]
+    return runs
 
 
 def flag_unvoiced(phrases: list[dict[str, Any]], activity: "VocalActivity") -> None:
