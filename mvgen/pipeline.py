@@ -49,7 +49,7 @@ class Pipeline:
     store: ArtifactStore
     run_dir: Path
     progress: bool = True
-    devices: int = 1  # processes for frames and render (Lightning Fabric, spawn)
+    devices: int = 1  # worker processes for frames and render (mvgen/fanout.py)
     accelerator: str = "cpu"
     retry: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: attempts, backoff, timeout
     previous_review: dict[str, Any] | None = None  # review.json of the run being continued

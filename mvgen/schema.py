@@ -319,7 +319,7 @@ class RetryConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "cpu"
-    devices: int = 1  # split frames and render segments across this many processes (Lightning Fabric)
+    devices: int = 1  # split frames and render segments across this many worker processes (mvgen/fanout.py)
     accelerator: str = "auto"  # auto (cuda when runtime.device is cuda, else cpu) | cpu | cuda
     progress: bool = True
     debug: bool = False  # show tracebacks for user errors

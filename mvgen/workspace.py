@@ -32,7 +32,7 @@ class Workspace:
     store: ArtifactStore
     run_dir: Path
     progress: bool = True
-    devices: int = 1  # processes for per-segment work (Lightning Fabric, spawn)
+    devices: int = 1  # worker processes for per-segment work (mvgen/fanout.py)
     accelerator: str = "cpu"
     retry: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: attempts, backoff, timeout
     stats: dict[str, StageStats] = field(default_factory=dict)

@@ -1,0 +1,127 @@
+"""Scale-out, run for real: one run split across worker processes (``runtime.devices``), and a two-job sweep
+under every launcher the README names, each job fanning its segments out inside its launcher's worker.
+
+The song is planned into 5 segments, so 2 and 3 workers get uneven shares. Every run's bytes are compared
+with a single-process run of the same config.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mvgen.media.video import probe, read_frames
+from mvgen.util import read_json
+
+from .conftest import FAST, run_dir_of, run_mvgen
+
+pytestmark = pytest.mark.slow
+
+SEGMENTS = 5
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("scale")
+
+
+@pytest.fixture(scope="module")
+def base_args(song_conf: Path) -> list[str]:
+    return ["--config-dir", str(song_conf), *FAST, "segment.target_seconds=4"]
+
+
+@pytest.fixture(scope="module")
+def single(workdir: Path, base_args: list[str]) -> Path:
+    """The reference: one process, its own store."""
+    run = run_dir_of(run_mvgen([*base_args, f"store.root={workdir / 'single-store'}"], workdir))
+    assert len(read_json(run / "segments.json")["segments"]) == SEGMENTS
+    return run
+
+
+def outputs(run_dir: Path) -> dict[str, str]:
+    return read_json(run_dir / "manifest.json")["outputs"]
+
+
+def assert_frame_exact(run_dir: Path) -> None:
+    """The master has exactly the planned frames, and each segment's first frame is its clip's first frame."""
+    plan = read_json(run_dir / "segments.json")
+    assert probe(run_dir / "master.mp4", decode=True)["video"]["decoded_frames"] == plan["total_frames"]
+    master = read_frames(run_dir / "master.mp4")
+    for segment in plan["segments"]:
+        first = read_frames(run_dir / "clips" / f"{segment['name']}.mp4")[0]
+        assert np.array_equal(master[segment["start_frame"]], first), segment["name"]
+
+
+@pytest.mark.parametrize("devices", [2, 3])
+def test_devices_split_an_uneven_segment_count_with_identical_bytes(single: Path, workdir: Path, base_args: list[str],
+                                                                    tmp_path: Path, devices: int) -> None:
+    """3 workers on a 2-core machine is allowed: CPU workers may number twice the cores (mvgen/limits.py)."""
+    proc = run_mvgen([*base_args, f"runtime.devices={devices}", f"store.root={tmp_path / 'store'}"], workdir)
+    log = proc.stdout + proc.stderr
+    for stage in ("frames", "render"):
+        assert f"{stage}: {SEGMENTS} pending segments across {devices} cpu processes" in log
+    run = run_dir_of(proc)
+    stages = read_json(run / "manifest.json")["stages"]
+    assert stages["frames"]["misses"] == stages["render"]["misses"] == SEGMENTS  # built here, by the workers
+    assert outputs(run) == outputs(single)
+
+
+def test_a_killed_worker_fails_the_run_in_one_line_and_the_rerun_finishes_it(single: Path, workdir: Path,
+                                                                             base_args: list[str],
+                                                                             tmp_path: Path) -> None:
+    """Worker 1 of 3 (segments 0 and 3) is SIGKILLed after its first clip; the other two finish theirs."""
+    args = [*base_args, "runtime.devices=3", f"store.root={tmp_path / 'store'}"]
+    proc = run_mvgen(args, workdir, env={"MVGEN_FAULT_KILL_AFTER": "render:1", "MVGEN_FAULT_WORKER": "0"},
+                     check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "mvgen: error: render: worker 1/3 was killed by SIGKILL; 4 of 5 segments were finished and are kept in "
+        "the store; run the same command again to build the rest")
+    assert "Traceback" not in proc.stderr
+    proc = run_mvgen(args, workdir)
+    assert "render: 1 pending segments across 1 cpu processes" in proc.stdout + proc.stderr
+    rerun = run_dir_of(proc)
+    stages = read_json(rerun / "manifest.json")["stages"]
+    assert (stages["render"]["hits"], stages["render"]["misses"]) == (SEGMENTS - 1, 1)
+    assert outputs(rerun) == outputs(single)
+
+
+LAUNCHERS = {
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+    # a local Ray instance, started by the sweep's own process (ray.init with no address) and stopped with it
+    "ray": ["hydra/launcher=ray", "hydra.launcher.ray.init.address=null", "+hydra.launcher.ray.init.num_cpus=2"],
+}
+PLUGINS = {"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+           "ray": "hydra_plugins.hydra_ray_launcher"}
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_two_job_sweep_runs_under_each_launcher(single: Path, workdir: Path, base_args: list[str], tmp_path: Path,
+                                                  launcher: str) -> None:
+    """Two jobs at once in the launcher's workers, one fresh store, each job splitting its segments over 2
+    fan-out workers: frame-exact masters, compare.json, upstream work computed once across the jobs."""
+    pytest.importorskip(PLUGINS[launcher], reason=f"the {launcher} launcher plugin is not installed "
+                                                  "(pip install -e '.[test]' installs it)")
+    proc = run_mvgen(["-m", *base_args, *LAUNCHERS[launcher], "runtime.devices=2", f"store.root={tmp_path / 'store'}",
+                      "render.zoom=0.12,0.3"], tmp_path)
+    match = re.search(r"sweep comparison: (\S+compare\.html)", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    page = Path(match.group(1))
+    sweep = (page if page.is_absolute() else tmp_path / page).parent
+    jobs = read_json(sweep / "compare.json")["jobs"]
+    assert [j["overrides"][-1] for j in jobs] == ["render.zoom=0.12", "render.zoom=0.3"]
+    assert [j["status"] for j in jobs] == ["ok", "ok"]
+    reference = read_json(single / "manifest.json")["stages"]
+    for stage in ("music", "annotate", "segment", "frames"):  # built by one job, store hits for the other
+        assert sum(j["stages"][stage]["misses"] for j in jobs) == reference[stage]["misses"], stage
+        assert sum(j["stages"][stage]["hits"] for j in jobs) == reference[stage]["misses"], stage
+    assert [j["stages"]["render"]["misses"] for j in jobs] == [SEGMENTS, SEGMENTS]  # a render setting differs
+    for job in jobs:
+        assert_frame_exact(sweep / job["dir"])
+    first, second = (outputs(sweep / j["dir"]) for j in jobs)
+    for name in ("song.wav", "annotation.json", "segments.json", "review.json"):  # one upstream, shared
+        assert first[name] == second[name], name
