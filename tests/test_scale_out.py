@@ -8,6 +8,7 @@ with a single-process run of the same config.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,45 @@ def test_a_two_job_sweep_runs_under_each_launcher(single: Path, workdir: Path, b
     first, second = (outputs(sweep / j["dir"]) for j in jobs)
     for name in ("song.wav", "annotation.json", "segments.json", "review.json"):  # one upstream, shared
         assert first[name] == second[name], name
+
+
+def test_a_failed_sweep_job_is_one_line_and_the_other_jobs_finish(single: Path, workdir: Path,
+                                                                  base_args: list[str]) -> None:
+    """A job that fails on its input does not stop the sweep (the basic launcher used to stop at it)."""
+    proc = run_mvgen(["-m", *base_args, f"store.root={workdir / 'single-store'}",
+                      "+song.overrides.seg_000.candidate=7,0"], workdir, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "mvgen: job 0 (+song.overrides.seg_000.candidate=7) failed: song.overrides.seg_000.candidate=7 does not "
+        "exist; seg_000 has candidates 0..1",
+        f"mvgen: error: 1 of 2 sweep jobs failed; the others finished; see {_page(proc)}"]
+    jobs = read_json(workdir / _page(proc).parent / "compare.json")["jobs"]
+    assert [j["status"] for j in jobs] == ["failed", "ok"]
+    assert_frame_exact(workdir / _page(proc).parent / jobs[1]["dir"])
+
+
+def _page(proc: subprocess.CompletedProcess[str]) -> Path:
+    match = re.search(r"sweep comparison: (\S+compare\.html)", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    return Path(match.group(1))
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_sweep_whose_workers_die_reports_each_job_in_one_line(workdir: Path, single: Path, base_args: list[str],
+                                                                launcher: str) -> None:
+    """Each job's process is SIGKILLed after its first clip (as the kernel's OOM killer would): no
+    BrokenProcessPool or Ray traceback, one line per job, the launcher's cause in the summary."""
+    pytest.importorskip(PLUGINS[launcher], reason=f"the {launcher} launcher plugin is not installed "
+                                                  "(pip install -e '.[test]' installs it)")
+    zooms = [f"{z + list(LAUNCHERS).index(launcher) / 100:g}" for z in (0.2, 0.3)]  # clips not yet in the store
+    proc = run_mvgen(["-m", *base_args, *LAUNCHERS[launcher], f"store.root={workdir / 'single-store'}",
+                      f"render.zoom={zooms[0]},{zooms[1]}"], workdir,
+                     env={"MVGEN_FAULT_KILL_AFTER": "render:1"}, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenProcessPool" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mvgen:")]
+    assert lines[:2] == [f"mvgen: job {i} (render.zoom={z}) failed: its worker stopped before the job ended"
+                         for i, z in enumerate(zooms)]
+    assert re.fullmatch(r"mvgen: error: the sweep stopped \(\w+: .+\); 0 of the 2 jobs that started finished; "
+                        r"see \S+compare\.html", lines[2]), lines[2]
+    assert len(lines) == 3
