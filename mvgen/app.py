@@ -67,7 +67,7 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
     assert isinstance(retry, dict)
     return Pipeline(song=song, stages=Stages(**built), configs=configs, store=ArtifactStore(cfg.store.root),
                     run_dir=run_dir, progress=cfg.runtime.progress, devices=cfg.runtime.devices,
-                    accelerator=accelerator, retry=retry)
+                    accelerator=accelerator, retry=retry, nodes=cfg.runtime.nodes, node=cfg.runtime.node)
 
 
 class _JobFailed(Exception):

@@ -69,9 +69,7 @@ def fan_out(store: ArtifactStore, jobs: list[Job], devices: int, accelerator: st
     call built (the others were built meanwhile by another run sharing the store)."""
     if not jobs:
         return set()
-    if devices <= 1:
-        return {key for stage, key, build in jobs if not store.get_or_build(stage, key, build).hit}
-    workers = min(devices, len(jobs))
+    workers = max(1, min(devices, len(jobs)))
     built: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="mvgen-fanout-") as tmp:
         procs = []

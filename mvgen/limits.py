@@ -17,6 +17,8 @@ from mvgen.errors import MvgenError
 LIMITS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**32 - 1),
     "runtime.devices": (1, 64),
+    "runtime.nodes": (1, 1024),
+    "runtime.node": (0, 1023),
     "runtime.retry.frames.attempts": (1, 10),
     "runtime.retry.render.attempts": (1, 10),
     "runtime.retry.frames.backoff_seconds": (0, 600),
@@ -101,6 +103,9 @@ def check_limits(cfg: Any) -> None:
             what = "GPU(s)" if accelerator == "cuda" else f"CPU worker(s) ({CPU_WORKERS_PER_CORE} per core)"
             raise MvgenError(f"runtime.devices={runtime.devices} but this machine has room for {have} {what}; "
                              f"use at most {have}")
+    nodes, node = _get(cfg, "runtime.nodes"), _get(cfg, "runtime.node")
+    if isinstance(nodes, int) and isinstance(node, int) and node >= nodes:
+        raise MvgenError(f"runtime.node={node} but runtime.nodes={nodes}; number the nodes 0..{nodes - 1}")
     clips_per_default = DEFAULT_TARGET_SECONDS / max(float(_get(cfg, "segment.target_seconds") or 5.0), 0.2)
     work = ((_get(cfg, "frames.candidates") or 4) * (_get(cfg, "render.clip_candidates") or 1)
             * (_get(cfg, "render.width") or 960) * (_get(cfg, "render.height") or 544) * max(clips_per_default, 1.0))

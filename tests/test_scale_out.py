@@ -168,3 +168,28 @@ def test_a_sweep_whose_workers_die_reports_each_job_in_one_line(workdir: Path, s
     assert re.fullmatch(r"mvgen: error: the sweep stopped \(\w+: .+\); 0 of the 2 jobs that started finished; "
                         r"see \S+compare\.html", lines[2]), lines[2]
     assert len(lines) == 3
+
+
+def test_one_run_spread_over_two_nodes_by_a_sweep_over_runtime_node(single: Path, workdir: Path,
+                                                                    base_args: list[str], tmp_path: Path) -> None:
+    """The multi-node recipe of the README with two joblib workers standing in for two machines: each builds
+    its share of frames and clips first, takes the other's from the shared store, and both end with the
+    single-process master. Upstream entries are copied from the reference store, so the bytes compare."""
+    import shutil
+
+    for stage in ("music", "annotate", "segment"):
+        shutil.copytree(workdir / "single-store" / stage, tmp_path / "store" / stage)
+    proc = run_mvgen(["-m", *base_args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "runtime.nodes=2",
+                      "runtime.node=0,1", f"store.root={tmp_path / 'store'}"], tmp_path)
+    log = proc.stdout + proc.stderr
+    for stage in ("frames", "render"):
+        assert f"{stage}: node 1 of 2 builds 3 of {SEGMENTS} segments first" in log
+        assert f"{stage}: node 2 of 2 builds 2 of {SEGMENTS} segments first" in log
+    sweep = (tmp_path / _page(proc)).parent
+    jobs = read_json(sweep / "compare.json")["jobs"]
+    assert [j["status"] for j in jobs] == ["ok", "ok"]
+    for stage in ("frames", "render", "assemble"):  # each built once, by one node or the other
+        assert sum(j["stages"][stage]["misses"] for j in jobs) == read_json(single / "manifest.json")[
+            "stages"][stage]["misses"], stage
+    for job in jobs:
+        assert outputs(sweep / job["dir"]) == outputs(single)
