@@ -236,7 +236,7 @@ def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> 
                     trial = trial + [f"hydra.searchpath=[file://{Path(extra_dirs[0]).resolve()}]"]
                 cfg = compose(config_name="config", overrides=trial)
                 OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-                check_limits(cfg)
+                check_limits(cfg, this_machine=False)  # a sweep's jobs may run on other machines
         except (HydraException, OmegaConfBaseException, ValueError) as exc:
             raise MvgenError(describe_config_error(exc)) from exc
         finally:

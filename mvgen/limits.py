@@ -82,8 +82,10 @@ def visible_devices(accelerator: str) -> int:
     return CPU_WORKERS_PER_CORE * (os.cpu_count() or 1)
 
 
-def check_limits(cfg: Any) -> None:
-    """One line naming the first setting outside its range, with the range; then devices and run size."""
+def check_limits(cfg: Any, this_machine: bool = True) -> None:
+    """One line naming the first setting outside its range, with the range; then devices and run size.
+    ``this_machine=False`` (the command line, which may send the jobs to Slurm or Ray nodes) leaves the
+    devices check to the machine that runs the job."""
     for key, (low, high) in LIMITS.items():
         value = _get(cfg, key)
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -94,7 +96,7 @@ def check_limits(cfg: Any) -> None:
     if not store:
         raise MvgenError("store.root is empty; give it a folder, e.g. store.root=outputs/store")
     runtime = cfg.get("runtime") if hasattr(cfg, "get") else None
-    if runtime is not None and int(runtime.get("devices", 1)) > 1:
+    if this_machine and runtime is not None and int(runtime.get("devices", 1)) > 1:
         accelerator = str(runtime.get("accelerator", "auto"))
         if accelerator == "auto":
             accelerator = "cuda" if str(runtime.get("device", "cpu")).startswith("cuda") else "cpu"
