@@ -105,7 +105,7 @@ def fan_out_pending(store: ArtifactStore, stage: str, jobs: list[tuple[str, Any]
 
 def _worker(store_root: str, job_file: str) -> None:
     rank = os.environ.get(RANK_ENV, "0")
-    if os.environ.get(FAULT_WORKER_ENV, rank) != rank:
+    if os.environ.get(FAULT_WORKER_ENV, rank) != rank:  # FAULT_WORKER_ENV counts from 0, like RANK_ENV
         os.environ.pop(FAULT_ENV, None)
     store = ArtifactStore(store_root)
     jobs: list[Job] = pickle.loads(Path(job_file).read_bytes())
@@ -117,7 +117,7 @@ def _worker(store_root: str, job_file: str) -> None:
                     handle.write(key + "\n")
         except Exception as exc:  # noqa: BLE001 -- left to the parent's retry loop, which records failures
             first = str(exc).splitlines()[0][:300] if str(exc) else ""
-            print(f"mvgen: fan-out worker {rank}: {stage} {key[:12]} failed ({type(exc).__name__}: {first}); "
+            print(f"mvgen: fan-out worker {int(rank) + 1}: {stage} {key[:12]} failed ({type(exc).__name__}: {first}); "
                   "the main process retries it", file=sys.stderr)
 
 
