@@ -193,3 +193,26 @@ def test_one_run_spread_over_two_nodes_by_a_sweep_over_runtime_node(single: Path
             "stages"][stage]["misses"], stage
     for job in jobs:
         assert outputs(sweep / job["dir"]) == outputs(single)
+
+
+def test_a_segment_that_fails_in_a_worker_is_retried_and_recorded_by_the_run(workdir: Path, single: Path,
+                                                                             base_args: list[str]) -> None:
+    """The worker notes the failure and goes on; the run retries the segment under its policy, keeps the
+    others, and fails in one line, as a single-process run does (tests/test_reliability.py)."""
+    from .conftest import REPO
+
+    env = {"MVGEN_TEST_FAIL": "seg_001:error", "PYTHONPATH": str(REPO),
+           "MVGEN_EXTRA_TARGETS": "tests.fault_backends.FlakyAnimatic"}
+    proc = run_mvgen([*base_args, "render._target_=tests.fault_backends.FlakyAnimatic", "runtime.devices=2",
+                      "runtime.retry.render.backoff_seconds=0", "render.zoom=0.4",
+                      f"store.root={workdir / 'single-store'}"], workdir, env=env, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert re.search(r"^mvgen: fan-out worker 2: render \w{12} failed \(RuntimeError: simulated render failure "
+                     r"in seg_001\); the main process retries it$", proc.stderr, re.MULTILINE), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "mvgen: error: 1 segment(s) failed after retries (render seg_001: RuntimeError: simulated render failure")
+    run = max((p for p in (workdir / "outputs").glob("*/*") if (p / ".hydra").is_dir()), key=lambda p: p.name)
+    manifest = read_json(run / "manifest.json")
+    assert manifest["failures"] == [{"stage": "render", "segment": "seg_001", "attempts": 2,
+                                     "error": "RuntimeError: simulated render failure in seg_001"}]
+    assert manifest["stages"]["render"]["misses"] == SEGMENTS - 1
