@@ -14,6 +14,7 @@ line naming the key. Nothing on the ``--help`` path imports torch.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -67,15 +68,45 @@ def build_pipeline(cfg: DictConfig, run_dir: Path) -> Any:
     assert isinstance(retry, dict)
     return Pipeline(song=song, stages=Stages(**built), configs=configs, store=ArtifactStore(cfg.store.root),
                     run_dir=run_dir, progress=cfg.runtime.progress, devices=cfg.runtime.devices,
-                    accelerator=accelerator, retry=retry)
+                    accelerator=accelerator, retry=retry, nodes=cfg.runtime.nodes, node=cfg.runtime.node)
+
+
+class _JobFailed(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
 
 
 def _task(cfg: DictConfig, rerun_of: Path | None = None) -> None:
+    """One run. Alone, a failure is one line and an exit status. In a sweep the job writes its one line to
+    ``job_error.txt`` and returns, so the other jobs go on and the sweep's end reports every failed job
+    (``mvgen.report.compare.failure_lines``)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    from mvgen.report.compare import JOB_ERROR
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        _run(cfg, run_dir, rerun_of)
+    except _JobFailed as failed:
+        if not in_sweep:
+            print(f"mvgen: error: {failed.message}", file=sys.stderr)
+            sys.exit(failed.code)
+        (run_dir / JOB_ERROR).write_text(failed.message + "\n", encoding="utf-8")
+    except Exception as exc:  # noqa: BLE001 -- one job's failure must not stop the sweep's other jobs
+        if not in_sweep or cfg.runtime.debug:
+            raise
+        first = _first_line(str(exc))
+        (run_dir / JOB_ERROR).write_text(f"{type(exc).__name__}: {first}; rerun this job with runtime.debug=true "
+                                         "for the traceback\n", encoding="utf-8")
+
+
+def _run(cfg: DictConfig, run_dir: Path, rerun_of: Path | None) -> None:
     from mvgen.model_catalog import preflight
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         _carry_song(run_dir)
         preflight(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
@@ -95,15 +126,13 @@ def _task(cfg: DictConfig, rerun_of: Path | None = None) -> None:
     except MvgenError as exc:
         if cfg.runtime.debug:
             raise
-        print(f"mvgen: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        raise _JobFailed(str(exc), 2) from None
     if manifest["status"] == "failed_segments":
         failures = manifest["failures"]
         listed = "; ".join(f"{f['stage']} {f['segment']}: {f['error']}" for f in failures[:3])
-        print(f"mvgen: error: {len(failures)} segment(s) failed after retries ({listed}); everything else is "
-              f"saved in {run_dir}. Run the same command again to retry only those, or add "
-              "assemble.allow_gaps=true to make the master with stills in their place", file=sys.stderr)
-        sys.exit(3)
+        raise _JobFailed(f"{len(failures)} segment(s) failed after retries ({listed}); everything else is saved in "
+                         f"{run_dir}. Run the same command again to retry only those, or add "
+                         "assemble.allow_gaps=true to make the master with stills in their place", 3)
     if manifest["status"] == "gaps":
         print(f"mvgen: warning: {len(manifest['gaps'])} segment(s) failed and hold a still in the master: "
               f"{', '.join(g['segment'] for g in manifest['gaps'])}", file=sys.stderr)
@@ -198,11 +227,12 @@ def check_overrides(overrides: Sequence[str], config_dir: str | None = None) -> 
         others = firsts[:i] + firsts[i + 1:]
         trials += [fixed + others + [f"{key}={v}"] for v in values[1:]]
     for trial in trials:
-        compose_config(trial, config_dir)
+        compose_config(trial, config_dir, this_machine=False)
 
 
-def compose_config(overrides: Sequence[str], config_dir: str | None = None) -> DictConfig:
-    """The config these (non-sweep) overrides compose, resolved and within its limits; else one-line MvgenError."""
+def compose_config(overrides: Sequence[str], config_dir: str | None = None, this_machine: bool = True) -> DictConfig:
+    """The config these (non-sweep) overrides compose, resolved and within its limits; else one-line MvgenError.
+    ``this_machine=False`` skips the limits that depend on this machine (a sweep's jobs may run on others)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -218,7 +248,7 @@ def compose_config(overrides: Sequence[str], config_dir: str | None = None) -> D
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=trial)
             OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-            check_limits(cfg)
+            check_limits(cfg, this_machine=this_machine)
             return cfg
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise MvgenError(describe_config_error(exc)) from exc
@@ -447,11 +477,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         _task(cfg, rerun_of)
 
     sys.argv = [sys.argv[0]] + args_in
+    multirun = bool(args.multirun)
+    debug = "runtime.debug=true" in args.overrides
+    if multirun and not debug:  # a launcher's failure (a worker that died) comes back to mvgen, not Hydra's printer
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # Ray's copy of a dead job's error: reported below
     try:
         hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)()
     except KeyboardInterrupt:
         print("\nmvgen: interrupted; finished segments are kept; run the same command to resume", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 -- the launcher broke off the sweep: one line per job, then the cause
+        if not multirun or debug:
+            raise
+        from mvgen.report.compare import report_sweep
+
+        report_sweep(stopped_by=f"{type(exc).__name__}: {_first_line(str(exc)).split('. ')[0]}")
+        sys.exit(3)
+    if multirun:
+        from mvgen.report.compare import SWEEP
+
+        if SWEEP.get("failed"):
+            sys.exit(3)
 
 
 if __name__ == "__main__":

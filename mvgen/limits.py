@@ -2,7 +2,8 @@
 
 ``LIMITS`` is the documented range of each setting (the README's table is this one). A key that is absent
 from the chosen option (``frames.steps`` with storyboard frames) is skipped. ``runtime.devices`` is also held
-to the devices this machine has. A run whose work is far beyond the usual (``LARGE_RUN`` times the default
+to the devices this machine has: visible GPUs for CUDA; for CPU workers, twice the CPU count
+(``CPU_WORKERS_PER_CORE``). A run whose work is far beyond the usual (``LARGE_RUN`` times the default
 preview's) must say ``runtime.confirm_large=true``.
 """
 
@@ -16,6 +17,8 @@ from mvgen.errors import MvgenError
 LIMITS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**32 - 1),
     "runtime.devices": (1, 64),
+    "runtime.nodes": (1, 1024),
+    "runtime.node": (0, 1023),
     "runtime.retry.frames.attempts": (1, 10),
     "runtime.retry.render.attempts": (1, 10),
     "runtime.retry.frames.backoff_seconds": (0, 600),
@@ -49,6 +52,9 @@ LIMITS: dict[str, tuple[float, float]] = {
 LARGE_RUN = 10.0
 DEFAULT_WORK = 4 * 1 * 960 * 544  # candidates x clip candidates x pixels of the default preview
 DEFAULT_TARGET_SECONDS = 5.0  # the default planner's clip length: shorter clips mean more of them
+# CPU workers are processes, not hardware: two per core lets a 2-core machine (CI) run the 3-worker split
+# the tests check, while each worker's full model copy keeps a higher count from being worth it.
+CPU_WORKERS_PER_CORE = 2
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -65,6 +71,7 @@ def _number(value: float) -> str:
 
 
 def visible_devices(accelerator: str) -> int:
+    """How many ``runtime.devices`` this machine allows: visible GPUs, or CPU worker processes."""
     if accelerator == "cuda":
         try:
             import torch
@@ -72,11 +79,13 @@ def visible_devices(accelerator: str) -> int:
             return int(torch.cuda.device_count())
         except ImportError:
             return 0
-    return os.cpu_count() or 1
+    return CPU_WORKERS_PER_CORE * (os.cpu_count() or 1)
 
 
-def check_limits(cfg: Any) -> None:
-    """One line naming the first setting outside its range, with the range; then devices and run size."""
+def check_limits(cfg: Any, this_machine: bool = True) -> None:
+    """One line naming the first setting outside its range, with the range; then devices and run size.
+    ``this_machine=False`` (the command line, which may send the jobs to Slurm or Ray nodes) leaves the
+    devices check to the machine that runs the job."""
     for key, (low, high) in LIMITS.items():
         value = _get(cfg, key)
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -87,14 +96,18 @@ def check_limits(cfg: Any) -> None:
     if not store:
         raise MvgenError("store.root is empty; give it a folder, e.g. store.root=outputs/store")
     runtime = cfg.get("runtime") if hasattr(cfg, "get") else None
-    if runtime is not None and int(runtime.get("devices", 1)) > 1:
+    if this_machine and runtime is not None and int(runtime.get("devices", 1)) > 1:
         accelerator = str(runtime.get("accelerator", "auto"))
         if accelerator == "auto":
             accelerator = "cuda" if str(runtime.get("device", "cpu")).startswith("cuda") else "cpu"
         have = visible_devices(accelerator)
         if int(runtime.devices) > have:
-            raise MvgenError(f"runtime.devices={runtime.devices} but this machine has {have} {accelerator} "
-                             f"device(s); use at most {have}")
+            what = "GPU(s)" if accelerator == "cuda" else f"CPU worker(s) ({CPU_WORKERS_PER_CORE} per core)"
+            raise MvgenError(f"runtime.devices={runtime.devices} but this machine has room for {have} {what}; "
+                             f"use at most {have}")
+    nodes, node = _get(cfg, "runtime.nodes"), _get(cfg, "runtime.node")
+    if isinstance(nodes, int) and isinstance(node, int) and node >= nodes:
+        raise MvgenError(f"runtime.node={node} but runtime.nodes={nodes}; number the nodes 0..{nodes - 1}")
     clips_per_default = DEFAULT_TARGET_SECONDS / max(float(_get(cfg, "segment.target_seconds") or 5.0), 0.2)
     work = ((_get(cfg, "frames.candidates") or 4) * (_get(cfg, "render.clip_candidates") or 1)
             * (_get(cfg, "render.width") or 960) * (_get(cfg, "render.height") or 544) * max(clips_per_default, 1.0))

@@ -49,9 +49,11 @@ class Pipeline:
     store: ArtifactStore
     run_dir: Path
     progress: bool = True
-    devices: int = 1  # processes for frames and render (Lightning Fabric, spawn)
+    devices: int = 1  # worker processes for frames and render (mvgen/fanout.py)
     accelerator: str = "cpu"
     retry: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: attempts, backoff, timeout
+    nodes: int = 1  # machines sharing this run through the store; this one builds its share first
+    node: int = 0
     previous_review: dict[str, Any] | None = None  # review.json of the run being continued
     lyrics_edits: dict[str, Any] | None = None  # lyrics_edits.json of the run being continued
     clip_review: dict[str, Any] | None = None  # clip_review.json of the run being continued (clip re-rolls)
@@ -61,7 +63,8 @@ class Pipeline:
     STEPS = ("music", "annotate", "segment", "frames", "review", "render", "assemble", "pictures")
 
     def __post_init__(self) -> None:
-        self.ws = Workspace(self.store, self.run_dir, self.progress, self.devices, self.accelerator, self.retry)
+        self.ws = Workspace(self.store, self.run_dir, self.progress, self.devices, self.accelerator, self.retry,
+                            nodes=self.nodes, node=self.node)
 
     def run(self) -> dict[str, Any]:
         started, status, error = time.perf_counter(), "ok", None

@@ -326,8 +326,10 @@ class RetryConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "cpu"
-    devices: int = 1  # split frames and render segments across this many processes (Lightning Fabric)
+    devices: int = 1  # split frames and render segments across this many worker processes (mvgen/fanout.py)
     accelerator: str = "auto"  # auto (cuda when runtime.device is cuda, else cpu) | cpu | cuda
+    nodes: int = 1  # one run on several machines: sweep runtime.node=0,..,nodes-1 (README, "Scaling out")
+    node: int = 0  # this machine's share: segments node, node+nodes, ... first, then whatever is still missing
     progress: bool = True
     debug: bool = False  # show tracebacks for user errors
     confirm_large: bool = False  # go ahead with a run of over 10x the default preview's work (mvgen/limits.py)

@@ -206,7 +206,7 @@ def render(p: Pipeline, plan: dict[str, Any], review: dict[str, Any], song: dict
                 prompts[key] = prompt
                 jobs.append((take, key, partial(build_clip, backend, take, image["path"], prompt, song["wav"])))
         todo = [prompts[key] for _, key, _ in jobs if not p.store.exists("render", key)]  # verified when built
-        if p.devices <= 1 and todo:
+        if p.devices <= 1 and p.nodes <= 1 and todo:
             backend.prepare(todo)  # LTX: each prompt encoded once, then the text encoder leaves the GPU
         clips: dict[str, Path] = {}
         for segment, entry in p.ws.per_segment("render", jobs, backend, stats):

@@ -32,12 +32,14 @@ class Workspace:
     store: ArtifactStore
     run_dir: Path
     progress: bool = True
-    devices: int = 1  # processes for per-segment work (Lightning Fabric, spawn)
+    devices: int = 1  # worker processes for per-segment work (mvgen/fanout.py)
     accelerator: str = "cpu"
     retry: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: attempts, backoff, timeout
     stats: dict[str, StageStats] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # run-dir relative path -> sha256
     failures: list[dict[str, Any]] = field(default_factory=list)
+    nodes: int = 1  # machines sharing this run through the store (runtime.nodes); this one is runtime.node
+    node: int = 0
 
     def get(self, stage: str, config: Any, inputs: dict[str, Any], build: Callable[[Path], Any]) -> Entry:
         return self.store.get_or_build(stage, self.store.key(stage, config, inputs), build)
@@ -76,12 +78,19 @@ class Workspace:
     def per_segment(self, stage: str, jobs: list[Job], backend: Any,
                     stats: StageStats) -> Iterator[tuple[dict[str, Any], Entry]]:
         """One loop for frames and render: fan out across processes if asked, then each segment's entry under
-        the retry policy (a segment that still fails is recorded and skipped; the others go on)."""
+        the retry policy (a segment that still fails is recorded and skipped; the others go on). With
+        ``nodes`` > 1 the workers build this node's share (every nodes-th segment) first; the loop then takes
+        the other nodes' segments from the store, waits on the ones they are building, and builds any that no
+        node has started, so a slow or lost node delays the run but does not break it."""
         fanned: set[str] = set()
-        if self.devices > 1:
+        if self.devices > 1 or self.nodes > 1:
             from mvgen.fanout import fan_out_pending
 
-            fanned = fan_out_pending(self.store, stage, [(key, build) for _, key, build in jobs], self.devices,
+            share = jobs[self.node::self.nodes]
+            if self.nodes > 1:
+                log.info("%s: node %d of %d builds %d of %d segments first", stage, self.node + 1, self.nodes,
+                         len(share), len(jobs))
+            fanned = fan_out_pending(self.store, stage, [(key, build) for _, key, build in share], self.devices,
                                      self.accelerator)
         from mvgen.models import load_seconds
         from mvgen.progress import TimeLeft

@@ -125,6 +125,7 @@ CASES = [
     Case("store-root-empty", args=["store.root="], expect="store.root is empty"),
     Case("seed-negative", args=["seed=-1"], expect="seed=-1 is outside"),
     Case("devices-64", args=["runtime.devices=64"], expect="this machine has"),
+    Case("node-past-nodes", args=["runtime.nodes=2", "runtime.node=2"], expect="runtime.node=2 but runtime.nodes=2"),
     Case("sample-rate-7", args=["music.sample_rate=7"], expect="music.sample_rate=7 is outside"),
     Case("large-run", args=["render.width=3840", "render.height=2176", "frames.candidates=16"],
          expect="runtime.confirm_large=true"),

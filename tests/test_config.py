@@ -107,6 +107,16 @@ def test_joblib_launcher_is_ready_for_parallel_sweeps() -> None:
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
 
 
+def test_the_readme_multi_node_command_passes_the_checks_on_a_machine_without_gpus() -> None:
+    """The command line may send jobs to Slurm nodes: their GPUs are counted there, not on this machine."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is not installed "
+                                                                       "(pip install -e '.[test]' installs it)")
+    check_overrides(["hydra/launcher=slurm_gpu", "hydra.launcher.gpus_per_node=8", "profile=production",
+                     "runtime.accelerator=cuda", "runtime.devices=8", "runtime.nodes=4", "runtime.node=0,1,2,3"])
+    with pytest.raises(MvgenError, match="runtime.node=4 but runtime.nodes=4"):
+        check_overrides(["runtime.nodes=4", "runtime.node=0,4"])
+
+
 def test_rerun_warns_when_conf_changed_since_the_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from mvgen.app import _warn_if_config_drifted
 

@@ -174,24 +174,6 @@ def test_sweep_writes_a_comparison(first_run: Path, workdir: Path, base_args: li
     assert "render.zoom=0.05" in html and html.count("<img") == 2
 
 
-def test_a_joblib_sweep_runs_in_parallel_processes(first_run: Path, base_args: list[str], tmp_path: Path) -> None:
-    """The README's own sweep: two jobs at once in joblib (loky) workers, one fresh store. The demo voice
-    runs in a plain subprocess, so it works inside a loky worker; upstream work is computed once."""
-    proc = run_mvgen(["-m", *base_args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                      f"store.root={tmp_path / 'store'}", "render.zoom=0.05,0.2"], tmp_path)
-    match = re.search(r"sweep comparison: (\S+compare\.html)", proc.stdout)
-    assert match, proc.stdout + proc.stderr
-    page = Path(match.group(1))
-    jobs = read_json((page if page.is_absolute() else tmp_path / page).parent / "compare.json")["jobs"]
-    assert [j["status"] for j in jobs] == ["ok", "ok"]
-    for stage in ("music", "annotate", "segment", "frames"):  # shared upstream: built by one job, hit by the other
-        assert sum(j["stages"][stage]["misses"] for j in jobs) == read_json(first_run / "manifest.json")[
-            "stages"][stage]["misses"], stage
-    for job in jobs:
-        master = probe((page if page.is_absolute() else tmp_path / page).parent / job["master"], decode=True)
-        assert master["video"]["decoded_frames"] == read_json(first_run / "segments.json")["total_frames"]
-
-
 @pytest.mark.parametrize("kill_at", ["frames:2", "render:2"])
 def test_killed_run_resumes_with_finished_segments(first_run: Path, workdir: Path, base_args: list[str],
                                                    tmp_path: Path, kill_at: str) -> None:
@@ -222,16 +204,6 @@ def test_typo_fails_before_running(workdir: Path) -> None:
     proc = run_mvgen(["segmnt.max_seconds=3"], workdir, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "mvgen: error: Could not override 'segmnt.max_seconds': Key 'segmnt' not in 'MvgenConfig'"
-
-
-def test_fan_out_over_two_processes_gives_identical_results(first_run: Path, workdir: Path, base_args: list[str],
-                                                            tmp_path: Path) -> None:
-    """runtime.devices=2: Lightning Fabric spawns two CPU workers that split the segments; same bytes."""
-    run = run_dir_of(run_mvgen([*base_args, "runtime.devices=2", f"store.root={tmp_path / 'store'}"], workdir))
-    manifest = read_json(run / "manifest.json")
-    segments = len(read_json(run / "segments.json")["segments"])
-    assert manifest["stages"]["render"]["misses"] == segments and manifest["stages"]["frames"]["misses"] == segments
-    assert manifest["outputs"] == read_json(first_run / "manifest.json")["outputs"]
 
 
 def test_any_file_name_works_from_the_command_line(first_run: Path, workdir: Path, base_args: list[str],

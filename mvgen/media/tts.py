@@ -123,19 +123,21 @@ def _speak_all(texts: list[str], voices: list[str], words_per_minute: int) -> li
 def speak_lines(texts: list[str], voice: str | list[str] = "en-us", words_per_minute: int = 150) -> list[Speech]:
     """Speak each text (in one voice, or one voice per text) in a fresh Python process, so the result depends
     only on the arguments. A plain subprocess (``python -m mvgen.media.tts``), not multiprocessing: it works
-    whatever start method the parent uses (joblib's loky, submitit, Ray and Fabric workers included)."""
+    whatever start method the parent uses (joblib's loky, submitit, Ray and fan-out workers included)."""
     import json
     import subprocess
     import sys
     import tempfile
     from pathlib import Path
 
+    from mvgen.fanout import child_env
+
     voices = [voice] * len(texts) if isinstance(voice, str) else list(voice)
     request = json.dumps({"texts": list(texts), "voices": voices, "words_per_minute": words_per_minute})
     with tempfile.TemporaryDirectory(prefix="mvgen-tts-") as tmp:
         out = Path(tmp) / "speech.npz"
         proc = subprocess.run([sys.executable, "-m", "mvgen.media.tts", str(out)], input=request, text=True,
-                              capture_output=True, timeout=600)
+                              capture_output=True, timeout=600, env=child_env())
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             if last.startswith("mvgen.errors.MvgenError: "):

@@ -2,13 +2,15 @@
 
 One row per job: its overrides, status, stage wall times, cache hits/misses, the master's duration,
 and a thumbnail linking to its master. Written by a Hydra callback when a sweep ends, and by
-``mvgen compare SWEEP_DIR`` at any time.
+``mvgen compare SWEEP_DIR`` at any time. When a sweep ends, each failed job is also one line on stderr
+(its number, the overrides that set it apart, the cause), then a summary.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,9 @@ from omegaconf import DictConfig
 from mvgen.util import read_json, write_json
 
 COMPARE_JSON, COMPARE_HTML = "compare.json", "compare.html"
+JOB_ERROR = "job_error.txt"  # a failed sweep job's one line (mvgen.app._task)
+FINISHED = ("ok", "gaps", "awaiting_review")
+SWEEP: dict[str, Any] = {}  # this process's sweep: its folder, and how many jobs failed
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -45,6 +50,9 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             })
         else:
             row["status"] = "no manifest (job did not finish)"
+        if (job_dir / JOB_ERROR).is_file():
+            row["status"] = row["status"] if row["status"].startswith("failed") else "failed"
+            row["error"] = (job_dir / JOB_ERROR).read_text(encoding="utf-8").strip()
         for name in ("master.mp4", "thumb.jpg", "timeline.png", "contact_sheet.png"):
             if (job_dir / name).is_file():
                 row[name.split(".")[0]] = f"{job_dir.name}/{name}"
@@ -110,11 +118,48 @@ def _varying_overrides(rows: list[dict[str, Any]]) -> set[str]:
     return {str(o) for row in rows for o in row["overrides"]} - common
 
 
+def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per job that did not finish well: its number, the overrides that set it apart, the cause."""
+    varying = _varying_overrides(rows)
+    lines = []
+    for row in rows:
+        if row.get("status") in FINISHED:
+            continue
+        named = " ".join(str(o) for o in row["overrides"] if str(o) in varying) or "no overrides"
+        cause = row.get("error") or "its worker stopped before the job ended"
+        lines.append(f"mvgen: job {row['job']} ({named}) failed: {cause}")
+    return lines
+
+
+def report_sweep(stopped_by: str | None = None) -> None:
+    """Write compare.json + compare.html for this process's sweep; print the failed jobs and a summary."""
+    sweep_dir = SWEEP.get("dir")
+    if sweep_dir is None or not Path(sweep_dir).is_dir():
+        if stopped_by:
+            print(f"mvgen: error: the sweep stopped before any job started: {stopped_by}", file=sys.stderr)
+        return
+    page = write_compare(sweep_dir)
+    rows = read_json(Path(sweep_dir) / COMPARE_JSON)["jobs"]
+    print(f"mvgen: sweep comparison: {page}")
+    failed = failure_lines(rows)
+    SWEEP["failed"] = len(failed)
+    for line in failed:
+        print(line, file=sys.stderr)
+    if stopped_by:
+        print(f"mvgen: error: the sweep stopped ({stopped_by}); {len(rows) - len(failed)} of the {len(rows)} jobs "
+              f"that started finished; see {page}", file=sys.stderr)
+    elif failed:
+        print(f"mvgen: error: {len(failed)} of {len(rows)} sweep jobs failed; the others finished; see {page}",
+              file=sys.stderr)
+
+
 class SweepCompareCallback(Callback):
-    """Hydra callback: build the comparison page when a multirun ends."""
+    """Hydra callback: remember the sweep's folder; build the comparison page when the multirun ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SWEEP.clear()
+        SWEEP["dir"] = str(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            page = write_compare(sweep_dir)
-            print(f"mvgen: sweep comparison: {page}")
+        SWEEP["dir"] = str(config.hydra.sweep.dir)
+        report_sweep()
