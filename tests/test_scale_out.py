@@ -31,7 +31,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_args(song_conf: Path) -> list[str]:
-    return ["--config-dir", str(song_conf), *FAST, "segment.target_seconds=4"]
+    return ["--config-dir", str(song_conf), *FAST, "segment.target_seconds=4.5"]
 
 
 @pytest.fixture(scope="module")
