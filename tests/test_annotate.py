@@ -381,3 +381,15 @@ def test_nonsense_syllables_are_placed_where_the_voice_is(tmp_path: Path) -> Non
     assert line_onset_report(annotation, truth)["max"] <= 1.0
     chant = [p for p in annotation["phrases"] if p["kind"] == "lyric" and p["vocalise"]]
     assert len(chant) == 5 and all("placed where the voice is" in p["flags"][0] for p in chant)
+
+
+def test_a_transcript_that_heard_nothing_leaves_every_line_uncertain() -> None:
+    """The opera on the dev set: Whisper heard none of the lyrics, so a repeated line has nothing to say which
+    repetition it is, and a long run of lines has no support; without a transcript at all, nothing is claimed."""
+    from mvgen.stages.annotate import Evidence, flag_uncertain
+
+    lines = _lines("Ah mia cara", "Cara bella", "O cara mia", "Ah mia bambina", "Ah mia cara", "La luna")
+    for transcribed, flagged in ((True, [True, False, False, True, True, True]), (False, [False] * 6)):
+        phrases = {line.index: {"start": 10.0 * line.index, "flags": []} for line in lines}
+        flag_uncertain(lines, phrases, Evidence({}, {}, transcribed=transcribed))
+        assert [bool(phrases[line.index]["flags"]) for line in lines] == flagged

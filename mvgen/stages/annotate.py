@@ -161,7 +161,7 @@ class StableTsAligner(AnnotateStage):
         vocalise = [line for line in lines if line not in lexical]
         phrases = {line.index: phrase
                    for line, phrase in zip(lexical, self._align(aligner, audio, lexical, first, last))}
-        evidence = self._evidence(aligner, audio, lexical) if self.anchors else Evidence({}, {})
+        evidence = self._evidence(aligner, audio, lexical) if self.anchors else Evidence({}, {}, transcribed=False)
         if evidence.anchors:
             self._fill_between_anchors(aligner, audio, lexical, phrases, evidence, first, last)
         self._repair_collapse(aligner, audio, lexical, phrases, first, last)
@@ -169,8 +169,7 @@ class StableTsAligner(AnnotateStage):
         # The words were not heard: most lines unplaced, or half of them when the free transcription matched
         # no lyric word at all. Then where the voice is says more than the alignment.
         unheard = 2 * sum(phrases[line.index]["confidence"] < self.limits["min_confidence"] for line in lexical)
-        transcribed = self.anchors and self.language not in UNSPACED_LANGUAGES
-        not_heard = unheard > len(lexical) or (transcribed and not evidence.heard and unheard >= len(lexical))
+        not_heard = unheard > len(lexical) or (evidence.transcribed and not evidence.heard and unheard >= len(lexical))
         laid_out = activity is not None and not_heard and layout_by_voice(lines, activity, first, last, phrases)
         for run in [] if laid_out else _runs(vocalise):
             before = [phrases[i]["end"] for i in phrases if i < run[0].index]
@@ -238,7 +237,7 @@ class StableTsAligner(AnnotateStage):
     def _evidence(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine]) -> "Evidence":
         """Transcribe the song (word timestamps) and read anchors from it (``transcript_evidence``)."""
         if self.language in UNSPACED_LANGUAGES:
-            return Evidence({}, {})  # words are not space-separated: token matching does not apply
+            return Evidence({}, {}, transcribed=False)  # words are not space-separated: no token matching
         captured = io.StringIO()
         with contextlib.redirect_stderr(captured):
             try:
@@ -250,7 +249,7 @@ class StableTsAligner(AnnotateStage):
             except (ValueError, RuntimeError) as exc:  # anchors are a refinement: align without them
                 log.warning("annotate: no anchors, %s cannot transcribe (%s)", aligner.name,
                             str(exc).splitlines()[0][:160])
-                return Evidence({}, {})
+                return Evidence({}, {}, transcribed=False)
         heard = [(w.word, float(w.start)) for w in result.all_words()]
         return transcript_evidence(lines, heard)
 
@@ -367,10 +366,11 @@ UNVOICED_SHARE = 0.25  # a line placed where the vocal stem is this quiet or qui
 class Evidence:
     """What a free transcription says about the lyric lines: ``anchors`` {line index: onset} where a run of at
     least ``ANCHOR_RUN`` lyric words was heard in order, and ``heard`` {line index: onset} wherever any of a
-    line's words were matched (weaker: used only to flag disagreement)."""
+    line's words were matched (weaker: used only to flag disagreement). ``transcribed``: a transcript was
+    made at all (an empty one is evidence too: nothing of the lyrics was heard)."""
 
-    def __init__(self, anchors: dict[int, float], heard: dict[int, float]) -> None:
-        self.anchors, self.heard = anchors, heard
+    def __init__(self, anchors: dict[int, float], heard: dict[int, float], transcribed: bool = True) -> None:
+        self.anchors, self.heard, self.transcribed = anchors, heard, transcribed
 
 
 def _token(word: str) -> str:
@@ -483,7 +483,7 @@ def anchor_windows(lines: list[LyricLine], anchors: dict[int, float], first: flo
 def flag_uncertain(lines: list[LyricLine], phrases: dict[int, dict[str, Any]], evidence: Evidence) -> None:
     """Flag lines whose timing rests on weak evidence (in place): the transcript heard the line elsewhere, or
     a repeated line has no anchor to say which repetition it is, or a long run of lines has no anchor at all."""
-    if not evidence.heard and not evidence.anchors:
+    if not evidence.transcribed:
         return
     texts = [_token(line.text) for line in lines]
     unanchored_run = 0
