@@ -64,3 +64,22 @@ def test_flagged_lines_are_marked_on_the_timeline(tmp_path: Path) -> None:
     marked = np.asarray(Image.open(tmp_path / "flagged.png").convert("L"), np.int16)
     columns = np.nonzero(np.abs(plain - marked).max(axis=0) > 60)[0] / plain.shape[1]
     assert columns.size and 0.2 < np.median(columns) < 0.5  # the hatch sits over the flagged line (8-12 s of 30)
+
+
+def test_the_voiced_stretches_show_on_the_timeline(tmp_path: Path) -> None:
+    from mvgen.stages.segment import SegmentPlanner
+
+    duration = 30.0
+    t = np.arange(int(duration * 8000)) / 8000
+    write_wav(tmp_path / "song.wav", np.stack([0.2 * np.sin(2 * np.pi * 110 * t)] * 2, axis=1).astype(np.float32), 8000)
+    annotation = _annotation(duration, [(2.0, 6.0), (20.0, 24.0)])
+    plan = SegmentPlanner(fps=25).plan(annotation, beats=_grid(duration, 100.0, 0.0))
+    plot_timeline(tmp_path / "song.wav", annotation, plan, tmp_path / "plain.png")
+    voiced = {**annotation, "aligner": {"voiced": [[20.0, 24.0]]}}
+    plot_timeline(tmp_path / "song.wav", voiced, plan, tmp_path / "voiced.png")
+    plain = np.asarray(Image.open(tmp_path / "plain.png").convert("RGB"), np.int16)
+    shown = np.asarray(Image.open(tmp_path / "voiced.png").convert("RGB"), np.int16)
+    green = (shown[..., 1] - shown[..., 0] > 40) & (np.abs(shown - plain).max(axis=2) > 40)
+    columns = np.flatnonzero(green.any(axis=0)) / plain.shape[1]
+    # the band sits over 20-24 s of 30 (the legend swatch, top right, is the rest)
+    assert columns.size and 0.6 < np.median(columns) < 0.85

@@ -1,5 +1,5 @@
-"""``timeline.png``: the song's waveform, its phrases (lyric vs instrumental; flagged lines hatched and marked
-with "!"), and the clip windows."""
+"""``timeline.png``: the song's waveform (with the stretches where the vocal stem says someone sings), its
+phrases (lyric vs instrumental; flagged lines hatched and marked with "!"), and the clip windows."""
 
 from __future__ import annotations
 
@@ -36,7 +36,11 @@ def plot_timeline(song_wav: Path, annotation: dict[str, Any], plan: dict[str, An
     peak = float(envelope.max(initial=0.0)) or 1.0
     ax_wave.vlines(grid.get("beats", []), -peak, -0.8 * peak, color="#2a9d8f", linewidth=0.6, label="beats")
     ax_wave.vlines(grid.get("downbeats", []), -peak, -0.55 * peak, color="#264653", linewidth=1.2, label="downbeats")
-    if grid.get("beats"):
+    voiced = (annotation.get("aligner") or {}).get("voiced") or []
+    for k, (start, end) in enumerate(voiced):  # where the vocal stem says someone sings (annotate.vocal_guide)
+        ax_wave.axvspan(start, end, ymin=0.94, ymax=1.0, color="#8ac926", linewidth=0,
+                        label="voice heard" if k == 0 else None)
+    if grid.get("beats") or voiced:
         ax_wave.legend(loc="upper right", fontsize=7)
     ax_wave.set_ylabel("song")
     ax_wave.set_yticks([])

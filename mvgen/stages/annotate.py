@@ -192,7 +192,8 @@ class StableTsAligner(AnnotateStage):
                                        "heard_lines": len(evidence.heard),
                                        "vocals": self.vocals_model if self.isolate_vocals else None,
                                        "vocal_guide": self.vocal_guide, "laid_out_by_voice": bool(laid_out),
-                                       "sung_span": [round(t, 2) for t in sung] if sung else None})
+                                       "sung_span": [round(t, 2) for t in sung] if sung else None,
+                                       "voiced": activity.stretches() if activity is not None else None})
         lyric = [p for p in annotation["phrases"] if p["kind"] == "lyric"]
         unplaced = sum(p["confidence"] < self.limits["min_confidence"] for p in lyric)
         if lyric and unplaced > len(lyric) / 2:  # most lines unheard: probably the wrong lyrics for this audio

@@ -172,6 +172,12 @@ class VocalActivity:
             return None
         return float(hops[0] * HOP_SECONDS), float((hops[-1] + 1) * HOP_SECONDS)
 
+    def stretches(self, min_seconds: float = 0.3) -> list[list[float]]:
+        """The stretches in which the voice is heard, [[start, end], ...] in seconds (for annotation.json)."""
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], self.active.astype(np.int8), [0]])))
+        return [[round(a * HOP_SECONDS, 1), round(b * HOP_SECONDS, 1)] for a, b in zip(edges[::2], edges[1::2])
+                if (b - a) * HOP_SECONDS >= min_seconds]
+
     def share_active(self, start: float, end: float) -> float:
         """The share of [start, end) in which the voice is heard."""
         a, b = int(start / HOP_SECONDS), max(int(start / HOP_SECONDS) + 1, int(math.ceil(end / HOP_SECONDS)))
