@@ -32,6 +32,7 @@ log = logging.getLogger("mvgen")
 
 SPLEETER_RATE = 44100
 _NFFT, _HOP, _BINS, _CHUNK = 4096, 1024, 1024, 512  # Spleeter's STFT, the 11 kHz band it masks, frames per pass
+_BATCH = 4  # chunks per network pass
 HOP_SECONDS = 0.1  # activity resolution
 SMOOTH_SECONDS = 1.0  # loudness is averaged over this long, so consonants and breaths do not split a phrase
 ACTIVE_BELOW_LOUD_DB = 20.0  # active: within this many dB of the stem's loud part (its 95th percentile)
@@ -131,7 +132,9 @@ def spleeter_vocals(samples: np.ndarray, rate: int) -> np.ndarray:
         padded = math.ceil(frames / _CHUNK) * _CHUNK
         magnitude = torch.nn.functional.pad(magnitude, (0, padded - frames))
         batch = torch.cat(torch.split(magnitude, _CHUNK, dim=3), 0).transpose(2, 3)  # chunks x 2 x T x F
-        vocals_mask, accompaniment_mask = vocals_net(batch), accompaniment_net(batch)
+        # a few chunks (12 s each) at a time: a whole song at once would hold gigabytes of activations
+        vocals_mask = torch.cat([vocals_net(part) for part in torch.split(batch, _BATCH)])
+        accompaniment_mask = torch.cat([accompaniment_net(part) for part in torch.split(batch, _BATCH)])
         ratio = (vocals_mask ** 2 + 5e-11) / (vocals_mask ** 2 + accompaniment_mask ** 2 + 1e-10)  # Wiener-style
         ratio = torch.cat(torch.split(ratio.transpose(2, 3), 1, 0), 3)[0, :, :, :frames]
         ratio = torch.nn.functional.pad(ratio, (0, 0, 0, spec.shape[1] - _BINS))  # nothing above 11 kHz
