@@ -90,8 +90,9 @@ class ReviewStore:
                           "end": float(edit["end"]) if edit else phrase["end"],
                           "edited": bool(edit) or bool(phrase.get("edited")),
                           "problems": problems.get(phrase["line"], [])})
+        voiced = [[float(a), float(b)] for a, b in (annotation.get("aligner") or {}).get("voiced") or []]
         return {"duration": float(annotation["duration"]), "lines": lines, "envelope": self.envelope(),
-                "points_per_second": ENVELOPE_POINTS_PER_SECOND}
+                "points_per_second": ENVELOPE_POINTS_PER_SECOND, "voiced": voiced}
 
     def envelope(self) -> list[float]:
         if self._envelope is None:
@@ -181,10 +182,12 @@ def lyrics_section(lyrics: dict[str, Any]) -> str:
                     f'<td class="problems">{e("; ".join(item["problems"]))}</td></tr>')
     data = json.dumps({"duration": lyrics["duration"], "pps": PIXELS_PER_SECOND,
                        "envelope": lyrics["envelope"], "points_per_second": lyrics["points_per_second"],
+                       "voiced": lyrics.get("voiced", []),
                        "lines": {str(i["line"]): {"start": i["start"], "end": i["end"]} for i in lyrics["lines"]}}
                       ).replace("<", "\\u003c")  # no "</script>" can close the data block early
     return f"""<section id="lyrics"><h2>Lyrics timing <small>drag a line's edges on the waveform, or nudge them;
-red lines have uncertain timing; every change is saved; then run mvgen rerun</small></h2>
+red lines have uncertain timing; the green strip is where a voice is heard; every change is saved; then run
+mvgen rerun</small></h2>
 <div id="scroller"><div id="track" style="width:{width}px"><canvas id="wave" width="{width}" height="90"></canvas>
 {''.join(bars)}</div></div>
 <audio id="player" src="/files/song.wav" preload="auto"></audio>
@@ -319,6 +322,8 @@ const lyricsData = document.getElementById("lyrics-data");
 if (lyricsData) {{
   const data = JSON.parse(lyricsData.textContent), pps = data.pps, player = document.getElementById("player");
   const canvas = document.getElementById("wave"), g = canvas.getContext("2d");
+  g.fillStyle = "#8ac926";  // where the vocal stem says someone sings
+  data.voiced.forEach(([a, b]) => g.fillRect(a * pps, 0, (b - a) * pps, 5));
   g.fillStyle = "#888";
   data.envelope.forEach((v, i) => {{
     const x = i / data.points_per_second * pps, h = v * 40;

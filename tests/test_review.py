@@ -416,6 +416,9 @@ def test_lyric_edits_are_checked_and_audio_is_served_in_ranges(auto_run: tuple[P
     annotation = read_json(run_dir / "annotation.json")
     assert [item["line"] for item in lyrics["lines"]] == [p["line"] for p in annotation["phrases"] if p["kind"] == "lyric"]
     assert len(lyrics["envelope"]) == pytest.approx(lyrics["duration"] * lyrics["points_per_second"], abs=2)
+    # where the voice is heard (the vocal guide) comes with it, and covers every line's onset
+    assert lyrics["voiced"] == annotation["aligner"]["voiced"] and lyrics["voiced"]
+    assert all(any(a - 0.5 <= item["start"] <= b for a, b in lyrics["voiced"]) for item in lyrics["lines"])
     for bad in ((99, 1.0, 2.0), (0, 3.0, 2.0), (0, -1.0, 2.0), (0, 1.0, lyrics["duration"] + 1)):
         with pytest.raises(MvgenError):
             store.edit_line(*bad)
