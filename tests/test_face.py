@@ -104,3 +104,31 @@ def test_an_ltx_clip_whose_mouth_is_late_is_rendered_again_with_new_seeds(photo:
     assert abs(sync["offset_frames"]) <= 1 and sync["in_sync"]
     assert (tmp_path / "sync.png").is_file() and not list(tmp_path.glob("take_*"))
     assert len(read_frames(tmp_path / "clip.mp4")) == 80
+
+
+def test_a_clip_from_a_frame_without_a_face_is_not_checked_or_rerolled(tmp_path: Path) -> None:
+    """A lyric segment may show a landscape: no face in the approved frame means no mouth to check, not a
+    clip to render three times."""
+    import torch
+
+    from mvgen.stages.render_ltx import LtxRenderer
+    from tests.tiny_models import build_tiny_ltx2, build_tiny_ltx2_upsampler
+
+    asked: list[int] = []
+
+    class Landscape(LtxRenderer):
+        def frames_on_device(self, segment: dict, image_path: Path, audio_latents: object, prompt: str,
+                             candidate: int = 0) -> torch.Tensor:
+            asked.append(candidate)
+            return torch.full((17, 64, 64, 3), 90, dtype=torch.uint8)
+
+    model, upsampler = build_tiny_ltx2(tmp_path / "ltx2"), build_tiny_ltx2_upsampler(tmp_path / "up")
+    renderer = Landscape(id_or_path=str(model), dtype="float32", device="cpu", width=64, height=64,
+                         upsampler_id_or_path=str(upsampler), two_stage=False, sigmas=[1.0, 0.5],
+                         max_sequence_length=16)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "frame.png")
+    segment = {"index": 0, "name": "seg_000", "kind": "lyric", "frames": 16, "generate_frames": 17, "start": 0.0,
+               "end": 0.64, "words": []}
+    info = renderer.render(segment, tmp_path / "frame.png", _sung(0.8), tmp_path / "clip.mp4", prompt="a valley")
+    assert asked == [0] and info["sync"] == {"checked": False, "reason": "no face in the approved frame: no mouth "
+                                                                         "to check"}

@@ -254,7 +254,7 @@ class LtxRenderer(RenderStage):
         checked for lip sync (``mvgen.lipsync`` with the MTCNN face tracker of ``mvgen.face``) and rendered
         again with new seeds, up to ``sync_rerolls`` times, while its mouth is more than ``sync_max_offset``
         frames off or its match is weaker than ``sync_min_confidence``; the best take is kept."""
-        from mvgen.face import FaceMouthTracker, face_model_available
+        from mvgen.face import FaceMouthTracker, MtcnnDetector, face_model_available
         from mvgen.lipsync import estimate_offset, sync_figure, vocal_envelope
 
         self.frame_rule().check_segment(segment)
@@ -263,6 +263,9 @@ class LtxRenderer(RenderStage):
         clip_audio = covered_audio(audio, covered, self.fps)
         singing = self.lipsync and segment.get("kind") == "lyric"
         unavailable = face_model_available() if singing else None
+        detector = MtcnnDetector()
+        if singing and not unavailable and not detector.detect(self._start_frame(image_path)):
+            unavailable = "no face in the approved frame: no mouth to check"  # the clip starts from it
         envelope = vocal_envelope(audio, AUDIO_RATE, self.fps, covered) if singing and not unavailable else None
         takes: list[dict[str, Any]] = []  # each take is kept in its own file until the best is known
         for take in range(1 + (self.sync_rerolls if envelope is not None else 0)):
@@ -277,7 +280,7 @@ class LtxRenderer(RenderStage):
             entry: dict[str, Any] = {"take": take, "path": path, "candidate": chosen, "motion": scores,
                                      "in_sync": True}
             if envelope is not None:
-                tracker = FaceMouthTracker()
+                tracker = FaceMouthTracker(detector)
                 entry["mouth"] = tracker.openness(pixels)
                 entry["faces"] = tracker.faces_found
                 entry["result"] = estimate_offset(entry["mouth"], envelope)
@@ -309,6 +312,12 @@ class LtxRenderer(RenderStage):
                                       **{k: t["result"][k] for k in ("offset_frames", "confidence")}} for t in takes],
                         "in_sync": best["in_sync"]}
         return info
+
+    def _start_frame(self, image_path: Path) -> np.ndarray:
+        from PIL import Image as PILImage
+
+        with PILImage.open(image_path) as image:
+            return np.asarray(image.convert("RGB").resize((self.width, self.height), PILImage.LANCZOS))
 
     def _pick_candidate(self, segment: dict[str, Any], image_path: Path, latents: Any, prompt: str,
                         take: int) -> tuple[int, Any, list[float]]:
