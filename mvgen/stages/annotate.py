@@ -168,8 +168,9 @@ class StableTsAligner(AnnotateStage):
         flag_uncertain(lexical, phrases, evidence)
         # The words were not heard: most lines unplaced, or half of them when the free transcription matched
         # no lyric word at all. Then where the voice is says more than the alignment.
-        unheard = 2 * sum(phrases[line.index]["confidence"] < self.limits["min_confidence"] for line in lexical)
-        not_heard = unheard > len(lexical) or (evidence.transcribed and not evidence.heard and unheard >= len(lexical))
+        unplaced = sum(phrases[line.index]["confidence"] < self.limits["min_confidence"] for line in lexical)
+        nothing_heard = evidence.transcribed and not evidence.heard
+        not_heard = 2 * unplaced > len(lexical) or (nothing_heard and 2 * unplaced >= len(lexical))
         laid_out = activity is not None and not_heard and layout_by_voice(lines, activity, first, last, phrases)
         for run in [] if laid_out else _runs(vocalise):
             before = [phrases[i]["end"] for i in phrases if i < run[0].index]
