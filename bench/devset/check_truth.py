@@ -46,10 +46,7 @@ def check(folder: Path) -> list[dict[str, object]]:
         rate = 48000
         samples = decode_audio(song["audio"], rate, channels=2)
         stem = vocals.spleeter_vocals(samples, rate)
-        mono = stem.mean(axis=1)
-        hop = int(rate * 0.1)
-        energy = np.mean(mono[: len(mono) // hop * hop].reshape(-1, hop).astype(np.float64) ** 2, axis=1)
-        heard = onsets(10 * np.log10(energy + 1e-12), 0.1)
+        heard = onsets(vocals.loudness_db(stem, rate, smooth_seconds=vocals.HOP_SECONDS), vocals.HOP_SECONDS)
         deltas = []
         for line in parse_lrc(song["lrc"].read_text(encoding="utf-8")):
             near = [t - line["start"] for t in heard if SEARCH[0] <= t - line["start"] <= SEARCH[1]]

@@ -36,7 +36,7 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -46,10 +46,8 @@ from mvgen.media.audio import read_wav, to_mono_16k, write_wav
 from mvgen.util import read_json, write_json
 from mvgen.stages.protocols import AnnotateStage
 
-if TYPE_CHECKING:
-    from mvgen.stages.vocals import VocalActivity
+from mvgen.stages.vocals import HOP_SECONDS as HOP_SECONDS_VOICE, VocalActivity, active_runs, spleeter_vocals
 
-HOP_SECONDS_VOICE = 0.1  # mvgen.stages.vocals.HOP_SECONDS (not imported here: that module loads lazily)
 SMOOTH_SPILL = 0.6  # voice activity starts up to half its 1 s smoothing window (plus a hop) before the voice
 
 log = logging.getLogger("mvgen")
@@ -211,8 +209,6 @@ class StableTsAligner(AnnotateStage):
         """Where the voice is, from the Spleeter vocal stem (``vocal_guide=spleeter``), or None."""
         if self.vocal_guide == "none":
             return None
-        from mvgen.stages.vocals import VocalActivity, spleeter_vocals
-
         return VocalActivity.from_stem(spleeter_vocals(samples, rate), rate)
 
     def _vocals(self, song: dict[str, Any], samples: np.ndarray, rate: int) -> np.ndarray:
@@ -319,12 +315,8 @@ class StableTsAligner(AnnotateStage):
                 word["start"] = max(word["start"], offset)
                 word["end"] = max(word["end"], word["start"])
         confidence = sum(w["probability"] for w in aligned) / len(aligned) if aligned else 0.0
-        return {"kind": "lyric", "text": line.text, "line": line.index, "section": line.section,
-                "performers": list(line.performers),
-                "section_index": line.section_index,
-                "start": aligned[0]["start"] if aligned else offset,
-                "end": aligned[-1]["end"] if aligned else offset,
-                "confidence": round(confidence, 4), "vocalise": False, "flags": flags, "words": aligned}
+        return lyric_phrase(line, aligned[0]["start"] if aligned else offset, aligned[-1]["end"] if aligned else offset,
+                            aligned, round(confidence, 4), flags)
 
     def _repair_collapse(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
                          phrases: dict[int, dict[str, Any]], first: float, last: float) -> None:
@@ -504,6 +496,14 @@ def flag_uncertain(lines: list[LyricLine], phrases: dict[int, dict[str, Any]], e
             phrase["flags"].append(f"weak anchor support: {unanchored_run} lines since the last anchor")
 
 
+def lyric_phrase(line: LyricLine, start: float, end: float, words: list[dict[str, Any]], confidence: float,
+                 flags: list[str], vocalise: bool = False) -> dict[str, Any]:
+    """One lyric line as an annotation phrase (``index`` is given when the phrases are assembled)."""
+    return {"kind": "lyric", "text": line.text, "line": line.index, "section": line.section,
+            "performers": list(line.performers), "section_index": line.section_index, "start": start, "end": end,
+            "confidence": confidence, "vocalise": vocalise, "flags": flags, "words": words}
+
+
 def layout_by_voice(lines: list[LyricLine], activity: "VocalActivity", first: float, last: float,
                     phrases: dict[int, dict[str, Any]],
                     flag: str = "placed by where the voice is: the model did not hear the words") -> bool:
@@ -532,11 +532,7 @@ def layout_by_voice(lines: list[LyricLine], activity: "VocalActivity", first: fl
         step = (end - start) / len(texts)
         words = [{"word": w, "start": round(start + k * step, 3), "end": round(start + (k + 1) * step, 3),
                   "probability": 0.0} for k, w in enumerate(texts)]
-        phrases[line.index] = {"kind": "lyric", "text": line.text, "line": line.index, "section": line.section,
-                               "performers": list(line.performers), "section_index": line.section_index,
-                               "start": start, "end": end, "confidence": 0.0, "vocalise": is_vocalise(line.text),
-                               "flags": [flag],
-                               "words": words}
+        phrases[line.index] = lyric_phrase(line, start, end, words, 0.0, [flag], vocalise=is_vocalise(line.text))
     return True
 
 
@@ -544,16 +540,7 @@ def voiced_runs(active: np.ndarray, a: int, b: int, min_hops: int = 5) -> list[t
     """The stretches [start, end) of hops a..b in which the voice is heard, as long as something is left:
     without runs under ``min_hops``, a short run that only leads into the next line at ``b``, or the tail of
     a stretch that began before ``a`` (the line before is still ringing there)."""
-    runs, i = [], a
-    while i < b:
-        if active[i]:
-            j = i
-            while j < b and active[j]:
-                j += 1
-            runs.append((i, j))
-            i = j
-        else:
-            i += 1
+    runs = active_runs(active, a, b)
     runs = [r for r in runs if r[1] - r[0] >= min_hops] or runs
     spill = int(round(SMOOTH_SPILL / HOP_SECONDS_VOICE))
     if len(runs) > 1 and b < len(active) and active[b] and runs[-1][1] == b and runs[-1][1] - runs[-1][0] <= spill:

@@ -144,6 +144,25 @@ def spleeter_vocals(samples: np.ndarray, rate: int) -> np.ndarray:
     return out if samples.ndim == 2 else out[:, 0]
 
 
+def loudness_db(stem: np.ndarray, rate: int, smooth_seconds: float = SMOOTH_SECONDS) -> np.ndarray:
+    """The stem's loudness (dB) every ``HOP_SECONDS``, its energy averaged over ``smooth_seconds``."""
+    mono = stem.mean(axis=1) if stem.ndim == 2 else stem
+    hop = int(rate * HOP_SECONDS)
+    count = len(mono) // hop
+    if count < 2:
+        raise MvgenError("the song is too short to find where the voice is")
+    energy = np.mean(mono[: count * hop].astype(np.float64).reshape(count, hop) ** 2, axis=1)
+    width = max(1, int(round(smooth_seconds / HOP_SECONDS)))
+    return 10 * np.log10(np.convolve(energy, np.ones(width) / width, mode="same") + 1e-12)
+
+
+def active_runs(active: np.ndarray, a: int = 0, b: int | None = None) -> list[tuple[int, int]]:
+    """The runs [start, end) of consecutive active hops within hops a..b."""
+    inside = active[a:len(active) if b is None else b].astype(np.int8)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], inside, [0]])))
+    return [(a + int(start), a + int(end)) for start, end in zip(edges[::2], edges[1::2])]
+
+
 @dataclass(frozen=True)
 class VocalActivity:
     """Smoothed loudness of a vocal stem, every ``HOP_SECONDS``, and which hops count as singing."""
@@ -153,15 +172,7 @@ class VocalActivity:
 
     @classmethod
     def from_stem(cls, stem: np.ndarray, rate: int) -> "VocalActivity":
-        mono = stem.mean(axis=1) if stem.ndim == 2 else stem
-        hop = int(rate * HOP_SECONDS)
-        count = len(mono) // hop
-        if count < 2:
-            raise MvgenError("the song is too short to find where the voice is")
-        energy = np.mean(mono[: count * hop].astype(np.float64).reshape(count, hop) ** 2, axis=1)
-        width = max(1, int(round(SMOOTH_SECONDS / HOP_SECONDS)))
-        smooth = np.convolve(energy, np.ones(width) / width, mode="same")
-        loudness = 10 * np.log10(smooth + 1e-12)
+        loudness = loudness_db(stem, rate)
         return cls(loudness, float(np.percentile(loudness, 95)) - ACTIVE_BELOW_LOUD_DB)
 
     @property
@@ -177,8 +188,7 @@ class VocalActivity:
 
     def stretches(self, min_seconds: float = 0.3) -> list[list[float]]:
         """The stretches in which the voice is heard, [[start, end], ...] in seconds (for annotation.json)."""
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], self.active.astype(np.int8), [0]])))
-        return [[round(a * HOP_SECONDS, 1), round(b * HOP_SECONDS, 1)] for a, b in zip(edges[::2], edges[1::2])
+        return [[round(a * HOP_SECONDS, 1), round(b * HOP_SECONDS, 1)] for a, b in active_runs(self.active)
                 if (b - a) * HOP_SECONDS >= min_seconds]
 
     def share_active(self, start: float, end: float) -> float:
