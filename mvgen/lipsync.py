@@ -65,6 +65,31 @@ def estimate_offset(mouth: np.ndarray, envelope: np.ndarray, max_lag: int = 8) -
             "curve": {str(k): round(v, 4) for k, v in curve.items()}}
 
 
+SYNC_FIELDS = ("offset_frames", "confidence")
+
+
+def in_sync(result: dict[str, Any], max_offset: int, min_confidence: float) -> bool:
+    """A take is in sync when its mouth is at most ``max_offset`` frames off and the match is strong enough."""
+    return abs(result["offset_frames"]) <= max_offset and result["confidence"] >= min_confidence
+
+
+def keep_take(takes: list[dict[str, Any]], best: dict[str, Any], out_path: Path) -> None:
+    """The best take's file becomes the clip; the other takes' files go."""
+    best["path"].replace(out_path)
+    for other in takes:
+        other["path"].unlink(missing_ok=True)
+
+
+def sync_record(takes: list[dict[str, Any]], best: dict[str, Any], per_take: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What manifest.json keeps of a checked clip: the kept take's offset and confidence, and every attempt.
+    Each take is {"take", "result" (``estimate_offset``), "in_sync", and the ``per_take`` keys}."""
+    def fields(take: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: take[k] for k in per_take}, **{k: take["result"][k] for k in SYNC_FIELDS}}
+
+    return {"checked": True, **fields(best), "take": best["take"], "rerolls": len(takes) - 1,
+            "attempts": [{"take": t["take"], **fields(t)} for t in takes], "in_sync": best["in_sync"]}
+
+
 def sync_figure(mouth: np.ndarray, envelope: np.ndarray, result: dict[str, Any], fps: int, title: str,
                 out_path: Path) -> None:
     """The clip's mouth against the voice, and the correlation by lag, as a PNG."""

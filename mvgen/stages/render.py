@@ -75,7 +75,8 @@ class AnimaticRenderer(RenderStage):
         A lyric segment's singer gets a mouth that opens with the voice; the clip is then checked for lip sync
         (``mvgen.lipsync``) and rendered again, up to ``sync_rerolls`` times, when its mouth is more than
         ``sync_max_offset`` frames off or the match is weaker than ``sync_min_confidence``; the best is kept."""
-        from mvgen.lipsync import BoxMouthTracker, estimate_offset, sync_figure, vocal_envelope
+        from mvgen.lipsync import (BoxMouthTracker, estimate_offset, in_sync, keep_take, sync_figure, sync_record,
+                                   vocal_envelope)
 
         self.frame_rule().check_segment(segment)
         covered = segment["frames"]
@@ -94,22 +95,15 @@ class AnimaticRenderer(RenderStage):
             mouth = np.array(measured[:covered], np.float32)
             result = estimate_offset(mouth, envelope[:covered])
             takes.append({"take": take, "path": path, "mouth": mouth, "result": result,
-                          "in_sync": abs(result["offset_frames"]) <= self.sync_max_offset
-                          and result["confidence"] >= self.sync_min_confidence})
+                          "in_sync": in_sync(result, self.sync_max_offset, self.sync_min_confidence)})
             if takes[-1]["in_sync"]:
                 break
         best = max(takes, key=lambda t: (abs(t["result"]["offset_frames"]) <= self.sync_max_offset,
                                          t["result"]["confidence"]))
-        best["path"].replace(out_path)
-        for other in takes:
-            other["path"].unlink(missing_ok=True)
+        keep_take(takes, best, out_path)
         sync_figure(best["mouth"], envelope[:covered], best["result"], self.fps, segment["name"],
                     out_path.with_name("sync.png"))
-        attempts = [{"take": t["take"], **{k: t["result"][k] for k in ("offset_frames", "confidence")}}
-                    for t in takes]
-        info["sync"] = {"checked": True, **{k: best["result"][k] for k in ("offset_frames", "confidence")},
-                        "take": best["take"], "rerolls": len(takes) - 1, "attempts": attempts,
-                        "in_sync": best["in_sync"]}
+        info["sync"] = sync_record(takes, best)
         return info
 
     def _write(self, segment: dict[str, Any], image_path: Path, audio: np.ndarray, path: Path,

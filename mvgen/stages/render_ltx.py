@@ -255,7 +255,7 @@ class LtxRenderer(RenderStage):
         again with new seeds, up to ``sync_rerolls`` times, while its mouth is more than ``sync_max_offset``
         frames off or its match is weaker than ``sync_min_confidence``; the best take is kept."""
         from mvgen.face import FaceMouthTracker, MtcnnDetector, face_model_available
-        from mvgen.lipsync import estimate_offset, sync_figure, vocal_envelope
+        from mvgen.lipsync import estimate_offset, in_sync, keep_take, sync_figure, sync_record, vocal_envelope
 
         self.frame_rule().check_segment(segment)
         latents = self.audio_latents(audio)
@@ -264,7 +264,7 @@ class LtxRenderer(RenderStage):
         singing = self.lipsync and segment.get("kind") == "lyric"
         unavailable = face_model_available() if singing else None
         detector = MtcnnDetector()
-        if singing and not unavailable and not detector.detect(self._start_frame(image_path)):
+        if singing and not unavailable and not detector.detect(np.asarray(self.start_image(image_path))):
             unavailable = "no face in the approved frame: no mouth to check"  # the clip starts from it
         envelope = vocal_envelope(audio, AUDIO_RATE, self.fps, covered) if singing and not unavailable else None
         takes: list[dict[str, Any]] = []  # each take is kept in its own file until the best is known
@@ -282,19 +282,16 @@ class LtxRenderer(RenderStage):
             if envelope is not None:
                 tracker = FaceMouthTracker(detector)
                 entry["mouth"] = tracker.openness(pixels)
-                entry["faces"] = tracker.faces_found
+                entry["face_frames"] = tracker.faces_found
                 entry["result"] = estimate_offset(entry["mouth"], envelope)
-                entry["in_sync"] = tracker.faces_found > 0 and \
-                    abs(entry["result"]["offset_frames"]) <= self.sync_max_offset and \
-                    entry["result"]["confidence"] >= self.sync_min_confidence
+                entry["in_sync"] = tracker.faces_found > 0 and in_sync(entry["result"], self.sync_max_offset,
+                                                                       self.sync_min_confidence)
             del pixels
             takes.append(entry)
             if entry["in_sync"]:
                 break
         best = max(takes, key=lambda t: (t["in_sync"], t["result"]["confidence"] if "result" in t else 0.0))
-        best["path"].replace(out_path)
-        for other in takes:
-            other["path"].unlink(missing_ok=True)
+        keep_take(takes, best, out_path)
         info = {"frames": covered, "generated": int(segment["generate_frames"]),
                 "canvas": self.frame_rule().canvas_frames(int(segment["generate_frames"])),
                 "candidate": best["candidate"], "motion": best["motion"], "frozen": best["motion"][best["candidate"]] < 0.5,
@@ -305,19 +302,15 @@ class LtxRenderer(RenderStage):
             info["sync"] = {"checked": False, "reason": reason}
             return info
         sync_figure(best["mouth"], envelope, best["result"], self.fps, segment["name"], out_path.with_name("sync.png"))
-        info["sync"] = {"checked": True, "tracker": "mtcnn",
-                        **{k: best["result"][k] for k in ("offset_frames", "confidence")},
-                        "face_frames": best["faces"], "take": best["take"], "rerolls": len(takes) - 1,
-                        "attempts": [{"take": t["take"], "face_frames": t["faces"],
-                                      **{k: t["result"][k] for k in ("offset_frames", "confidence")}} for t in takes],
-                        "in_sync": best["in_sync"]}
+        info["sync"] = {**sync_record(takes, best, per_take=("face_frames",)), "tracker": "mtcnn"}
         return info
 
-    def _start_frame(self, image_path: Path) -> np.ndarray:
+    def start_image(self, image_path: Path) -> Any:
+        """The approved frame at the render size (a PIL image): what the clip starts from."""
         from PIL import Image as PILImage
 
         with PILImage.open(image_path) as image:
-            return np.asarray(image.convert("RGB").resize((self.width, self.height), PILImage.LANCZOS))
+            return image.convert("RGB").resize((self.width, self.height), PILImage.LANCZOS)
 
     def _pick_candidate(self, segment: dict[str, Any], image_path: Path, latents: Any, prompt: str,
                         take: int) -> tuple[int, Any, list[float]]:
@@ -366,7 +359,7 @@ class LtxRenderer(RenderStage):
         pipe = self.pipe()
         device = pipe._execution_device
         embeds, mask = self.prompt_embeddings(self.prompt_text(prompt))
-        image = PILImage.open(image_path).convert("RGB").resize((self.width, self.height), PILImage.LANCZOS)
+        image = self.start_image(image_path)
         take = ("take", segment["take"]) if segment.get("take") else ()  # a reviewer's re-roll: new noise
         seed = derive_seed(self.seed, "render", segment["index"], candidate, *take)
         common = dict(prompt_embeds=embeds.to(device), prompt_attention_mask=mask.to(device),
