@@ -14,7 +14,6 @@ pixels under the line between the mouth corners, relative to the face's own brig
 from __future__ import annotations
 
 import functools
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,16 +28,12 @@ PYRAMID_FACTOR = 0.709
 
 def mtcnn_weights() -> dict[str, Path]:
     """The P-, R- and O-Net state dicts inside the installed ``facenet_pytorch`` package."""
-    spec = importlib.util.find_spec("facenet_pytorch")  # the folder, without running the package's __init__
-    if spec is None or not spec.submodule_search_locations:
-        raise MvgenError("the face tracker needs the facenet-pytorch package (its MTCNN weights); run "
-                         "scripts/setup.sh")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
-    paths = {name: folder / f"{name}.pt" for name in ("pnet", "rnet", "onet")}
-    for path in paths.values():
-        if not path.is_file():
-            raise MvgenError(f"MTCNN weights {path} are missing; reinstall facenet-pytorch (scripts/setup.sh)")
-    return paths
+    from mvgen.models import wheel_weights
+
+    names = ("pnet", "rnet", "onet")
+    paths = wheel_weights("facenet_pytorch", "facenet-pytorch", "MTCNN weights", "data", [f"{n}.pt" for n in names],
+                          "the face tracker")
+    return dict(zip(names, paths))
 
 
 def face_model_available() -> str | None:

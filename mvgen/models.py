@@ -22,6 +22,23 @@ _PIPELINES: dict[tuple[Any, ...], Any] = {}
 DTYPES = ("float32", "float16", "bfloat16")
 
 
+def wheel_weights(package: str, pip_name: str, what: str, folder: str, names: list[str], needed_by: str,
+                  instead: str = "") -> list[Path]:
+    """Weight files that ship inside an installed package (``folder`` below its root), found without importing
+    it (its ``__init__`` may pull in what mvgen does not install). One line saying what to run when absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MvgenError(f"{needed_by} needs the {pip_name} package (its {what}); run scripts/setup.sh{instead}")
+    root = Path(list(spec.submodule_search_locations)[0]) / folder
+    paths = [root / name for name in names]
+    for path in paths:
+        if not path.is_file():
+            raise MvgenError(f"{what}: {path} is missing; reinstall {pip_name} (scripts/setup.sh)")
+    return paths
+
+
 def torch_dtype(name: str) -> Any:
     import torch
 

