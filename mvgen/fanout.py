@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from mvgen.errors import MvgenError
 from mvgen.store import FAULT_ENV, ArtifactStore
+from mvgen.util import exception_line
 
 log = logging.getLogger("mvgen")
 
@@ -116,8 +117,7 @@ def _worker(store_root: str, job_file: str) -> None:
                 with open(built, "a", encoding="utf-8") as handle:  # as it goes: a killed worker still reports
                     handle.write(key + "\n")
         except Exception as exc:  # noqa: BLE001 -- left to the parent's retry loop, which records failures
-            first = str(exc).splitlines()[0][:300] if str(exc) else ""
-            print(f"mvgen: fan-out worker {int(rank) + 1}: {stage} {key[:12]} failed ({type(exc).__name__}: {first}); "
+            print(f"mvgen: fan-out worker {int(rank) + 1}: {stage} {key[:12]} failed ({exception_line(exc)}); "
                   "the main process retries it", file=sys.stderr)
 
 

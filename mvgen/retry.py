@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 from mvgen.errors import MvgenError
 from mvgen.store import ArtifactStore, Entry
+from mvgen.util import exception_line
 
 log = logging.getLogger("mvgen")
 
@@ -77,7 +78,7 @@ def attempt(store: ArtifactStore, stage: str, segment: str, key: str, build: Cal
         except MvgenError:
             raise  # the input or the config is wrong: retrying cannot help
         except Exception as exc:  # noqa: BLE001 -- one segment's failure must not cost the others
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            error = exception_line(exc)
             log.warning("%s %s failed (attempt %d/%d): %s", stage, segment, tries, policy.attempts, error)
             if needs_less_memory(exc):
                 fallback = backend.degrade(exc)

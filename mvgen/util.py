@@ -68,3 +68,9 @@ def derive_seed(*parts: Any) -> int:
     """A 31-bit seed from (base seed, segment, candidate, ...): any single frame can be regenerated alone."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def exception_line(exc: BaseException, limit: int = 300) -> str:
+    """``TypeName: first line of the message`` (at most ``limit`` characters of it), for one-line reports."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit] if text else ''}"
