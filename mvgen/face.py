@@ -262,10 +262,13 @@ def mouth_openness(frame: np.ndarray, face: Face) -> float:
     middle = (ly + ry) / 2
     x0, x1 = int(lx + 0.1 * width), int(rx - 0.1 * width) + 1
     y0, y1 = int(middle - 0.25 * width), int(middle + 0.6 * width) + 1
-    luma = frame[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     fx0, fy0, fx1, fy1 = (int(v) for v in face.box)
-    face_pixels = luma[max(fy0, 0):max(fy1, 1), max(fx0, 0):max(fx1, 1)]
-    mouth = luma[max(y0, 0):max(y1, 1), max(x0, 0):max(x1, 1)]
+    face_pixels = _luma(frame[max(fy0, 0):max(fy1, 1), max(fx0, 0):max(fx1, 1)])  # per region, not the whole frame
+    mouth = _luma(frame[max(y0, 0):max(y1, 1), max(x0, 0):max(x1, 1)])
     if not mouth.size or not face_pixels.size:
         return 0.0
     return float(np.mean(mouth < 0.5 * float(np.median(face_pixels))))
+
+
+def _luma(pixels: np.ndarray) -> np.ndarray:
+    return pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
