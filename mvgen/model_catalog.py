@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mvgen.errors import MvgenError
+from mvgen.models import is_hub_id
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -114,7 +115,7 @@ class ModelNeed:
 def _hub_or_local(stage: str, key: str, source: str, index: str, section: dict[str, Any],
                   subfolder: str | None = None, revision_key: str = "revision") -> ModelNeed:
     expanded = Path(source).expanduser()
-    looks_local = source.startswith((".", "/", "~")) or "/" not in source or expanded.exists()
+    looks_local = not is_hub_id(source) or expanded.exists()
     return ModelNeed(stage=stage, key=key, source=source, kind="local" if looks_local else "hub",
                      revision=section.get(revision_key), subfolder=subfolder, index=index,
                      dtype=str(section.get("dtype", "float32")), device=str(section.get("device", "cpu")),

@@ -51,11 +51,16 @@ def describe_source(id_or_path: str) -> str:
     return f"local folder {id_or_path}" if Path(id_or_path).expanduser().is_dir() else f"hub id {id_or_path}"
 
 
+def is_hub_id(id_or_path: str) -> bool:
+    """Shaped like a Hugging Face hub id (owner/name), not like a path."""
+    return "/" in id_or_path and not id_or_path.startswith((".", "/", "~"))
+
+
 def _resolve(id_or_path: str) -> tuple[str, bool]:
     """(the path or id to load from, whether it is a local folder); anything else is one line."""
     source = os.path.expanduser(id_or_path)
     local = Path(source).is_dir()
-    if not local and ("/" not in id_or_path or id_or_path.startswith((".", "/", "~"))):
+    if not local and not is_hub_id(id_or_path):
         raise MvgenError(f"model {id_or_path!r} is neither a local folder nor a hub id (owner/name); "
                          "fix id_or_path")
     return source, local
