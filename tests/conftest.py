@@ -79,3 +79,12 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from .tiny_models import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_ltx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny random LTX-2 pipeline and x2 latent upsampler, saved with save_pretrained."""
+    from .tiny_models import build_tiny_ltx2, build_tiny_ltx2_upsampler
+
+    root = tmp_path_factory.mktemp("ltx")
+    return build_tiny_ltx2(root / "ltx2"), build_tiny_ltx2_upsampler(root / "upsampler")

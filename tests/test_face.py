@@ -11,7 +11,9 @@ from PIL import Image, ImageDraw
 
 from mvgen.face import FaceMouthTracker, MtcnnDetector, face_model_available
 from mvgen.lipsync import estimate_offset, vocal_envelope
+from mvgen.stages.render_ltx import LtxRenderer
 from tests.test_lipsync import _sung
+from tests.test_render_ltx import _renderer
 
 pytestmark = pytest.mark.skipif(face_model_available() is not None, reason=str(face_model_available()))
 
@@ -67,14 +69,13 @@ def test_a_frozen_mouth_has_no_confidence(photo: np.ndarray) -> None:
     assert estimate_offset(FaceMouthTracker().openness(frozen), envelope)["confidence"] < 0.3
 
 
-def test_an_ltx_clip_whose_mouth_is_late_is_rendered_again_with_new_seeds(photo: np.ndarray, tmp_path: Path) -> None:
+def test_an_ltx_clip_whose_mouth_is_late_is_rendered_again_with_new_seeds(photo: np.ndarray, tiny_ltx: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
     """The LTX render loop: take 0's mouth trails the voice by 4 frames; take 1 (new seeds) is in sync and kept.
     The tiny random LTX-2 gives the frame rule and the audio latents; the frames are the singing photograph."""
     import torch
 
     from mvgen.media.video import read_frames
-    from mvgen.stages.render_ltx import LtxRenderer
-    from tests.tiny_models import build_tiny_ltx2, build_tiny_ltx2_upsampler
 
     audio = np.concatenate([_sung(3.6, seed=5), np.zeros((4800, 2), np.float32)])
     envelope = vocal_envelope(audio, 48000, FPS, 80)
@@ -89,10 +90,7 @@ def test_an_ltx_clip_whose_mouth_is_late_is_rendered_again_with_new_seeds(photo:
             frames = _singing(portrait, np.concatenate([envelope, envelope[-1:]]), lag)
             return torch.from_numpy(np.stack(frames))
 
-    model, upsampler = build_tiny_ltx2(tmp_path / "ltx2"), build_tiny_ltx2_upsampler(tmp_path / "up")
-    renderer = Singer(id_or_path=str(model), dtype="float32", device="cpu", width=512, height=576,
-                      upsampler_id_or_path=str(upsampler), two_stage=False, sigmas=[1.0, 0.5],
-                      max_sequence_length=16)
+    renderer = _renderer(tiny_ltx, Singer, width=512, height=576, two_stage=False)
     Image.fromarray(portrait).save(tmp_path / "frame.png")
     segment = {"index": 0, "name": "seg_000", "kind": "lyric", "frames": 80, "generate_frames": 81, "start": 0.0,
                "end": 3.2, "words": []}
@@ -106,13 +104,11 @@ def test_an_ltx_clip_whose_mouth_is_late_is_rendered_again_with_new_seeds(photo:
     assert len(read_frames(tmp_path / "clip.mp4")) == 80
 
 
-def test_a_clip_from_a_frame_without_a_face_is_not_checked_or_rerolled(tmp_path: Path) -> None:
+def test_a_clip_from_a_frame_without_a_face_is_not_checked_or_rerolled(tiny_ltx: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
     """A lyric segment may show a landscape: no face in the approved frame means no mouth to check, not a
     clip to render three times."""
     import torch
-
-    from mvgen.stages.render_ltx import LtxRenderer
-    from tests.tiny_models import build_tiny_ltx2, build_tiny_ltx2_upsampler
 
     asked: list[int] = []
 
@@ -122,10 +118,7 @@ def test_a_clip_from_a_frame_without_a_face_is_not_checked_or_rerolled(tmp_path:
             asked.append(candidate)
             return torch.full((17, 64, 64, 3), 90, dtype=torch.uint8)
 
-    model, upsampler = build_tiny_ltx2(tmp_path / "ltx2"), build_tiny_ltx2_upsampler(tmp_path / "up")
-    renderer = Landscape(id_or_path=str(model), dtype="float32", device="cpu", width=64, height=64,
-                         upsampler_id_or_path=str(upsampler), two_stage=False, sigmas=[1.0, 0.5],
-                         max_sequence_length=16)
+    renderer = _renderer(tiny_ltx, Landscape, two_stage=False)
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "frame.png")
     segment = {"index": 0, "name": "seg_000", "kind": "lyric", "frames": 16, "generate_frames": 17, "start": 0.0,
                "end": 0.64, "words": []}

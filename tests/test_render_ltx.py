@@ -15,23 +15,16 @@ from mvgen.stages.render_ltx import LtxRenderer
 from mvgen.util import read_json
 
 from .conftest import run_dir_of, run_mvgen
-from .tiny_models import build_tiny_ltx2, build_tiny_ltx2_upsampler
 
 SEGMENT = {"index": 0, "name": "seg_000", "frames": 12, "generate_frames": 17, "start": 0.0, "end": 0.48, "words": []}
 
 
-@pytest.fixture(scope="module")
-def tiny_ltx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("ltx")
-    return build_tiny_ltx2(root / "ltx2"), build_tiny_ltx2_upsampler(root / "upsampler")
-
-
-def _renderer(tiny_ltx: tuple[Path, Path], **kwargs: object) -> LtxRenderer:
+def _renderer(tiny_ltx: tuple[Path, Path], cls: type[LtxRenderer] = LtxRenderer, **kwargs: object) -> LtxRenderer:
     model, upsampler = tiny_ltx
     options = dict(id_or_path=str(model), dtype="float32", device="cpu", width=64, height=64,
                    upsampler_id_or_path=str(upsampler), sigmas=[1.0, 0.5], stage2_sigmas=[0.5], max_sequence_length=16)
     options.update(kwargs)
-    return LtxRenderer(**options)  # type: ignore[arg-type]
+    return cls(**options)  # type: ignore[arg-type]
 
 
 def _inputs(tmp_path: Path) -> tuple[Path, np.ndarray]:
