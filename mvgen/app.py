@@ -311,7 +311,8 @@ Usage:
   mvgen review RUN_DIR [--port 8765]   the review page on 127.0.0.1: fix lyric timing, approve frames and clips
   mvgen eval RUN_DIR [TRUTH]           line-onset accuracy of RUN_DIR/annotation.json against truth.json
                                        or a JamendoLyrics CSV (start_time,end_time,lyrics_line)
-  mvgen eval DEV_SET_DIR [--model M]   align a folder of real songs (audio + lyrics.lrc) and report
+  mvgen eval DEV_SET_DIR [--model M] [--out DIR]
+                                       align a folder of real songs (audio + lyrics.lrc) and report
                                        per song and overall (see README, "Real-song dev set")
   mvgen models [OVERRIDE ...]          the models that configuration loads: id or folder, revision, download
                                        size, licence, where it is looked for and whether it is there; peak GPU
@@ -444,6 +445,19 @@ def _help(argv: list[str]) -> None:
     print(help_text(), end="")
 
 
+def subcommand_usage(name: str) -> str:
+    """The lines of the main help that describe ``mvgen NAME``, for ``mvgen NAME --help``."""
+    usage, inside = [], False
+    for line in HELP.splitlines():
+        if line.startswith("  mvgen "):
+            inside = line.split()[1] == name
+        elif not line.startswith("      "):
+            inside = False
+        if inside:
+            usage.append(line)
+    return "Usage:\n" + "\n".join(usage) + "\n"
+
+
 # Subcommands that run without Hydra; anything else is a Hydra command line (``rerun`` turns into one).
 SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {
     "--help": _help, "-h": _help, "help": _help, "compare": _compare, "review": _review_cli, "eval": _eval_cli,
@@ -458,6 +472,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args_in = list(sys.argv[1:] if argv is None else argv)
     rerun_of = None
     try:
+        if args_in and args_in[0] in ("eval", "compare", "rerun") and {"-h", "--help"} & set(args_in[1:]):
+            print(subcommand_usage(args_in[0]), end="")
+            return
         if args_in and args_in[0] in SUBCOMMANDS:
             SUBCOMMANDS[args_in[0]](args_in[1:])
             return

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from mvgen.errors import MvgenError
+from mvgen.util import read_json
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
-from mvgen.util import read_json
 
 
 def load_truth(path: Path) -> list[dict[str, Any]]:

@@ -98,6 +98,16 @@ def test_help_lists_groups_without_importing_torch() -> None:
     assert "Config groups" in out and out.strip().endswith("NO-TORCH")
 
 
+@pytest.mark.parametrize("subcommand", ["eval", "compare", "rerun"])
+def test_subcommand_help_prints_its_usage_instead_of_taking_help_for_a_path(
+        subcommand: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mvgen.app import main
+
+    main([subcommand, "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("Usage:") and f"mvgen {subcommand} " in out and "mvgen models" not in out
+
+
 def test_joblib_launcher_is_ready_for_parallel_sweeps() -> None:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
