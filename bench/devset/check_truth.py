@@ -28,16 +28,7 @@ SEARCH = (-1.0, 2.5)  # seconds around the LRC line start in which the onset is 
 
 
 def onsets(loudness: np.ndarray, hop: float) -> list[float]:
-    loud = float(np.percentile(loudness, 95))
-    found, quiet_run = [], 0
-    for i, value in enumerate(loudness):
-        if value < loud - QUIET_DB:
-            quiet_run += 1
-        elif value > loud - ONSET_DB:
-            if quiet_run * hop >= 0.3:
-                found.append(i * hop)
-            quiet_run = 0
-    return found
+    return list(vocals.onset_times(loudness, hop, float(np.percentile(loudness, 95)), ONSET_DB, QUIET_DB, 0.3))
 
 
 def check(folder: Path) -> list[dict[str, object]]:

@@ -48,6 +48,7 @@ from mvgen.stages.protocols import AnnotateStage
 
 from mvgen.stages.vocals import HOP_SECONDS as HOP_SECONDS_VOICE, VocalActivity, active_runs, spleeter_vocals
 
+RING = 1.0  # seconds after a line's aligned end during which its voice (smoothed) may still be heard
 SMOOTH_SPILL = 0.6  # voice activity starts up to half its 1 s smoothing window (plus a hop) before the voice
 
 log = logging.getLogger("mvgen")
@@ -115,7 +116,7 @@ class StableTsAligner(AnnotateStage):
                  min_words_per_second: float = 0.2, max_word_seconds: float = 3.0, allow_pickle: bool = False,
                  isolate_vocals: bool = False, vocals_model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers",
                  vocals_dtype: str = "bfloat16", vocals_steps: int = 8, seed: int = 0, anchors: bool = True,
-                 vocal_guide: str = "spleeter") -> None:
+                 vocal_guide: str = "spleeter", snap_to_onsets: bool = True) -> None:
         from mvgen.stages.whisper_models import resolve_name
 
         if gate not in ("warn", "fail"):
@@ -134,7 +135,7 @@ class StableTsAligner(AnnotateStage):
                        "min_wps": min_words_per_second, "max_word_seconds": max_word_seconds}
         self.isolate_vocals, self.vocals_model = isolate_vocals, vocals_model
         self.vocals_dtype, self.vocals_steps, self.seed = vocals_dtype, vocals_steps, seed
-        self.anchors, self.vocal_guide = anchors, vocal_guide
+        self.anchors, self.vocal_guide, self.snap_to_onsets = anchors, vocal_guide, snap_to_onsets
 
     # ----------------------------------------------------------------------------------------- API
     def annotate(self, song: dict[str, Any], song_wav: Path, out_dir: Path) -> dict[str, Any]:
@@ -161,7 +162,7 @@ class StableTsAligner(AnnotateStage):
                    for line, phrase in zip(lexical, self._align(aligner, audio, lexical, first, last))}
         evidence = self._evidence(aligner, audio, lexical) if self.anchors else Evidence({}, {}, transcribed=False)
         if evidence.anchors:
-            self._fill_between_anchors(aligner, audio, lexical, phrases, evidence, first, last)
+            self._fill_between_anchors(aligner, audio, lexical, phrases, evidence, first, last, activity)
         self._repair_collapse(aligner, audio, lexical, phrases, first, last)
         flag_uncertain(lexical, phrases, evidence)
         # The words were not heard: most lines unplaced, or half of them when the free transcription matched
@@ -183,6 +184,8 @@ class StableTsAligner(AnnotateStage):
                 phrases[line.index] = phrase
         ordered = [phrases[line.index] for line in lines]
         if activity is not None and not laid_out:
+            if self.snap_to_onsets:
+                snap_to_onsets(ordered, activity.onsets)
             flag_unvoiced(ordered, activity)
         flag_quality(ordered, self.limits)
         annotation = build_annotation(ordered, duration, self.language, self.instrumental_min_gap,
@@ -253,23 +256,32 @@ class StableTsAligner(AnnotateStage):
 
     def _fill_between_anchors(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
                               phrases: dict[int, dict[str, Any]], evidence: "Evidence", first: float,
-                              last: float) -> None:
+                              last: float, activity: "VocalActivity | None" = None) -> None:
         """Anchor-and-fill: each group of lines from one anchor to the next is also force-aligned inside its own
-        window. Where the whole-song alignment put a line of the group outside that window, the group takes the
-        windowed alignment (the line had drifted across an anchor); otherwise the whole-song alignment stays.
-        Either way, a line the two place more than ``DISAGREEMENT`` apart is flagged."""
+        window. The group takes the windowed alignment where the whole-song alignment put one of its lines
+        outside that window (the line had drifted across an anchor), or where the windowed words are clearly
+        more probable. Otherwise the whole-song alignment stays, except for a run of lines the two place more
+        than ``DISAGREEMENT`` apart that the windowed alignment puts clearly more where the voice is. Either
+        way, a line the two place more than ``DISAGREEMENT`` apart is flagged."""
         for group, start, end in anchor_windows(lines, evidence.anchors, first, last):
             windowed = self._align(aligner, audio, group, start, end)
-            drifted = any(not start - 1.0 <= phrases[line.index]["start"] <= end + 1.0 for line in group)
-            drifted = drifted or _mean_confidence(windowed) > _mean_confidence(
-                [phrases[line.index] for line in group]) + CONFIDENCE_MARGIN
-            for line, phrase in zip(group, windowed):
-                other = phrases[line.index]
-                if abs(other["start"] - phrase["start"]) > DISAGREEMENT:
-                    kept = phrase if drifted else other
+            whole = [phrases[line.index] for line in group]
+            drifted = any(not start - 1.0 <= phrase["start"] <= end + 1.0 for phrase in whole)
+            drifted = drifted or _mean_confidence(windowed) > _mean_confidence(whole) + CONFIDENCE_MARGIN
+            apart = [k for k in range(len(group)) if abs(whole[k]["start"] - windowed[k]["start"]) > DISAGREEMENT]
+            taken = set(range(len(group))) if drifted else set()
+            for run in [] if drifted or activity is None else _runs(apart, key=lambda k: k):
+                if _voiced_share([windowed[k] for k in run], activity) > \
+                        _voiced_share([whole[k] for k in run], activity) + VOICED_MARGIN and \
+                        _fits_between(windowed[run[0]]["start"], windowed[run[-1]]["end"], whole, run):
+                    taken.update(run)
+            for k, (line, phrase) in enumerate(zip(group, windowed)):
+                other = whole[k]
+                if k in apart:
+                    kept = phrase if k in taken else other
                     kept["flags"].append(f"alignments disagree: {other['start']:.1f} s whole-song, "
                                          f"{phrase['start']:.1f} s between anchors")
-                if drifted:
+                if k in taken:
                     phrase["flags"].append("re-aligned between anchors")
                     phrases[line.index] = phrase
 
@@ -351,9 +363,11 @@ ANCHOR_RUN = 3  # consecutive lyric words, unique in the lyrics and heard once i
 ANCHOR_PAD = 0.4  # a window opens this long before an anchored line's heard onset
 SECONDS_PER_WORD = 0.3  # to step back from an anchored word to its line's onset
 CONFIDENCE_MARGIN = 0.05  # the windowed alignment of a group wins when its words are this much more probable
+VOICED_MARGIN = 0.2  # a run of disputed lines is re-placed when it sits this much more where the voice is
 DISAGREEMENT = 1.5  # seconds between where a line was placed and where the transcript heard it
 SPAN_PAD = 0.5  # the whole-song alignment runs from this long before the voice is first heard to after the last
 _VOWEL_GROUP = re.compile(r"[aeiouyàáâäãåèéêëìíîïòóôöõùúûüœæ]+")
+SNAP_BEFORE, SNAP_AFTER = 1.0, 0.5  # a line's start moves to a vocal onset at most this much earlier / later
 UNVOICED_SHARE = 0.25  # a line placed where the vocal stem is this quiet or quieter for most of it is flagged
 
 
@@ -441,6 +455,19 @@ def transcript_evidence(lines: list[LyricLine], heard_words: list[tuple[str, flo
             ordered[line] = max(anchors[line], 0.0)
             last = anchors[line]
     return Evidence(ordered, any_match)
+
+
+def _fits_between(start: float, end: float, phrases: list[dict[str, Any]], run: list[int]) -> bool:
+    """Whether a run of lines placed from ``start`` to ``end`` keeps order with the lines around it."""
+    before = phrases[run[0] - 1]["end"] if run[0] > 0 else -math.inf
+    after = phrases[run[-1] + 1]["start"] if run[-1] + 1 < len(phrases) else math.inf
+    return start >= before - 0.5 and end <= after + 0.5
+
+
+def _voiced_share(phrases: list[dict[str, Any]], activity: "VocalActivity") -> float:
+    """The mean share of its time each line spends where the vocal stem is heard."""
+    return float(np.mean([activity.share_active(p["start"], max(p["end"], p["start"] + HOP_SECONDS_VOICE))
+                          for p in phrases]))
 
 
 def _mean_confidence(phrases: list[dict[str, Any]]) -> float:
@@ -538,16 +565,42 @@ def layout_by_voice(lines: list[LyricLine], activity: "VocalActivity", first: fl
 
 def voiced_runs(active: np.ndarray, a: int, b: int, min_hops: int = 5) -> list[tuple[int, int]]:
     """The stretches [start, end) of hops a..b in which the voice is heard, as long as something is left:
-    without runs under ``min_hops``, a short run that only leads into the next line at ``b``, or the tail of
-    a stretch that began before ``a`` (the line before is still ringing there)."""
+    without runs under ``min_hops``, a short run that only leads into the next line at ``b``, or the first
+    ``RING`` seconds of a stretch that began before ``a`` (the line before is still ringing there; all of it
+    when little more is left)."""
     runs = active_runs(active, a, b)
     runs = [r for r in runs if r[1] - r[0] >= min_hops] or runs
     spill = int(round(SMOOTH_SPILL / HOP_SECONDS_VOICE))
     if len(runs) > 1 and b < len(active) and active[b] and runs[-1][1] == b and runs[-1][1] - runs[-1][0] <= spill:
         runs = runs[:-1]  # only the next line's onset, spread early by the loudness smoothing
-    if len(runs) > 1 and a > 0 and active[a - 1] and runs[0][0] == a:
-        runs = runs[1:]
+    if a > 0 and active[a - 1] and runs and runs[0][0] == a:
+        ring = int(round(RING / HOP_SECONDS_VOICE))
+        if runs[0][1] - a - ring >= max(min_hops, ring):
+            runs[0] = (a + ring, runs[0][1])  # the voice goes on: the next line is sung in the same breath
+        elif len(runs) > 1:
+            runs = runs[1:]
     return runs
+
+
+def snap_to_onsets(phrases: list[dict[str, Any]], onsets: np.ndarray) -> None:
+    """Start each line whose words were heard at the vocal stem's onset nearest its aligned start, when there is
+    one from ``SNAP_BEFORE`` before to ``SNAP_AFTER`` after it (in place). Whisper's word timing on sung vowels
+    is often a few tenths late or early; the stem says when the voice starts after a breath. The new start stays
+    after the previous line's end and before the first word's end."""
+    previous_end = 0.0
+    for phrase in phrases:
+        words = phrase["words"]
+        if words and phrase["confidence"] > 0:
+            low = max(phrase["start"] - SNAP_BEFORE, previous_end - 0.1)
+            high = min(phrase["start"] + SNAP_AFTER, words[0]["end"] - 0.05)
+            near = onsets[(onsets >= low) & (onsets <= high)]
+            if len(near):
+                onset = float(near[np.argmin(np.abs(near - phrase["start"]))])
+                if abs(onset - phrase["start"]) >= 0.01:
+                    phrase["flags"].append(f"moved to the voice's onset at {onset:.2f} s "
+                                           f"(aligned {phrase['start']:.2f} s)")
+                    phrase["start"] = words[0]["start"] = onset
+        previous_end = max(previous_end, phrase["end"])
 
 
 def flag_unvoiced(phrases: list[dict[str, Any]], activity: "VocalActivity") -> None:
@@ -559,8 +612,8 @@ def flag_unvoiced(phrases: list[dict[str, Any]], activity: "VocalActivity") -> N
 
 def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float) -> list[str]:
     """A line is sung in one breath-group. When its words fall into groups apart by more than ``max_gap``
-    (an instrumental stretch between them), the group with the most words (then the most probable, then the
-    later) is where the line is sung; the others were pulled across the gap, so they are set right beside
+    (an instrumental stretch between them), the group with the most words that are not filler ("la-la",
+    "yeah"), then the most words, then the most probable, then the later, is where the line is sung; the others were pulled across the gap, so they are set right beside
     it. Nothing is ever moved towards the stray words: a line cannot be dragged into a break."""
     groups: list[list[dict[str, Any]]] = [[words[0]]]
     for previous, word in zip(words, words[1:]):
@@ -569,8 +622,9 @@ def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float) ->
         groups[-1].append(word)
     if len(groups) == 1:
         return []
-    main_index = max(range(len(groups)), key=lambda i: (
-        len(groups[i]), sum(w["probability"] for w in groups[i]) / len(groups[i]), i))
+    main_index = max(range(len(groups)), key=lambda i: (  # words before filler: "Alabama (la-la la-la)"
+        sum(not is_vocalise(w["word"]) for w in groups[i]), len(groups[i]),
+        sum(w["probability"] for w in groups[i]) / len(groups[i]), i))
     main = groups[main_index]
     before = [w for g in groups[:main_index] for w in g]
     after = [w for g in groups[main_index + 1:] for w in g]

@@ -35,6 +35,11 @@ _BATCH = 4  # chunks per network pass
 HOP_SECONDS = 0.1  # activity resolution
 SMOOTH_SECONDS = 1.0  # loudness is averaged over this long, so consonants and breaths do not split a phrase
 ACTIVE_BELOW_LOUD_DB = 20.0  # active: within this many dB of the stem's loud part (its 95th percentile)
+# An onset: the voice rises to within ONSET_BELOW_LOUD_DB of the loud part after at least ONSET_QUIET_SECONDS
+# more than QUIET_BELOW_LOUD_DB under it, measured every 10 ms over 50 ms (fine enough for a line's first
+# consonant, coarse enough that a vibrato's dips are not silences).
+ONSET_HOP_SECONDS, ONSET_SMOOTH_SECONDS = 0.01, 0.05
+ONSET_BELOW_LOUD_DB, QUIET_BELOW_LOUD_DB, ONSET_QUIET_SECONDS = 12.0, 25.0, 0.2
 
 
 def spleeter_checkpoints() -> tuple[Path, Path]:
@@ -139,16 +144,32 @@ def spleeter_vocals(samples: np.ndarray, rate: int) -> np.ndarray:
     return out if samples.ndim == 2 else out[:, 0]
 
 
-def loudness_db(stem: np.ndarray, rate: int, smooth_seconds: float = SMOOTH_SECONDS) -> np.ndarray:
-    """The stem's loudness (dB) every ``HOP_SECONDS``, its energy averaged over ``smooth_seconds``."""
+def loudness_db(stem: np.ndarray, rate: int, smooth_seconds: float = SMOOTH_SECONDS,
+                hop_seconds: float = HOP_SECONDS) -> np.ndarray:
+    """The stem's loudness (dB) every ``hop_seconds``, its energy averaged over ``smooth_seconds``."""
     mono = stem.mean(axis=1) if stem.ndim == 2 else stem
-    hop = int(rate * HOP_SECONDS)
+    hop = int(rate * hop_seconds)
     count = len(mono) // hop
     if count < 2:
         raise MvgenError("the song is too short to find where the voice is")
     energy = np.mean(mono[: count * hop].astype(np.float64).reshape(count, hop) ** 2, axis=1)
-    width = max(1, int(round(smooth_seconds / HOP_SECONDS)))
+    width = max(1, int(round(smooth_seconds / hop_seconds)))
     return 10 * np.log10(np.convolve(energy, np.ones(width) / width, mode="same") + 1e-12)
+
+
+def onset_times(loudness: np.ndarray, hop_seconds: float, loud_db: float, onset_below_db: float,
+                quiet_below_db: float, quiet_seconds: float) -> np.ndarray:
+    """The moments (seconds) the voice starts after a silence: ``loudness`` rises above ``loud_db -
+    onset_below_db`` after at least ``quiet_seconds`` below ``loud_db - quiet_below_db``."""
+    found, quiet_hops = [], 0
+    for i, value in enumerate(loudness):
+        if value < loud_db - quiet_below_db:
+            quiet_hops += 1
+        elif value > loud_db - onset_below_db:
+            if quiet_hops * hop_seconds >= quiet_seconds - 1e-9:
+                found.append(i * hop_seconds)
+            quiet_hops = 0
+    return np.asarray(found, dtype=np.float64)
 
 
 def active_runs(active: np.ndarray, a: int = 0, b: int | None = None) -> list[tuple[int, int]]:
@@ -164,11 +185,16 @@ class VocalActivity:
 
     loudness_db: np.ndarray
     threshold_db: float
+    onsets: np.ndarray  # seconds at which the voice starts after a silence (``onset_times``)
 
     @classmethod
     def from_stem(cls, stem: np.ndarray, rate: int) -> "VocalActivity":
         loudness = loudness_db(stem, rate)
-        return cls(loudness, float(np.percentile(loudness, 95)) - ACTIVE_BELOW_LOUD_DB)
+        loud = float(np.percentile(loudness, 95))
+        fine = loudness_db(stem, rate, ONSET_SMOOTH_SECONDS, ONSET_HOP_SECONDS)
+        onsets = onset_times(fine, ONSET_HOP_SECONDS, loud, ONSET_BELOW_LOUD_DB, QUIET_BELOW_LOUD_DB,
+                             ONSET_QUIET_SECONDS)
+        return cls(loudness, loud - ACTIVE_BELOW_LOUD_DB, onsets)
 
     @property
     def active(self) -> np.ndarray:
