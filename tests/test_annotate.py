@@ -408,6 +408,46 @@ def test_a_sung_accent_bias_is_taken_out_at_the_voice_onsets() -> None:
     assert late_neighbour[1]["start"] == 4.3
 
 
+def test_disputed_lines_go_where_the_voice_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A French song: after its first chorus, the whole-song alignment put two verse lines 30 s early, in a
+    stretch where no one sings; the alignment between anchors put them where the voice is."""
+    from mvgen.stages.annotate import Evidence, lyric_phrase
+    from mvgen.stages.vocals import VocalActivity
+
+    rate = 16000
+    activity = VocalActivity.from_stem(_bursts(rate, 60.0, [(10.0, 14.0), (40.0, 48.0), (50.0, 54.0)]), rate)
+    lines = [LyricLine(index=i, text=f"line number {i}", section="verse", section_index=1) for i in range(4)]
+
+    def placed(line: LyricLine, start: float) -> dict:
+        words = [{"word": w, "start": start + k * 0.5, "end": start + k * 0.5 + 0.5, "probability": 0.6}
+                 for k, w in enumerate(line.text.split())]
+        return lyric_phrase(line, start, start + 1.5, words, 0.6, [])
+
+    whole = {0: placed(lines[0], 10.0), 1: placed(lines[1], 20.0), 2: placed(lines[2], 25.0), 3: placed(lines[3], 50.0)}
+    windowed = {0: 10.1, 1: 40.0, 2: 45.0, 3: 50.2}  # as confident as the whole-song alignment
+    monkeypatch.setattr(StableTsAligner, "_align", lambda self, aligner, audio, group, start, end=None:
+                        [placed(line, windowed[line.index]) for line in group])
+    evidence = Evidence({0: 10.0, 3: 50.0}, {})
+    StableTsAligner(model="tiny.en")._fill_between_anchors(None, np.zeros(1), lines, whole, evidence, 0.0, 60.0,
+                                                           activity)
+    assert [whole[i]["start"] for i in range(4)] == [10.0, 40.0, 45.0, 50.0]
+    assert all("alignments disagree" in " ".join(whole[i]["flags"]) for i in (1, 2))
+    assert whole[0]["flags"] == [] and whole[3]["flags"] == []
+
+
+def test_a_vocalise_sung_on_in_the_same_breath_keeps_its_voice() -> None:
+    """Kung Fu Fighting: "Oh-hoh-hoh-hoh, ha" follows "...expert timing" with no pause; only the first second
+    after the line before is its ringing tail, the rest of the stretch is the vocalise."""
+    from mvgen.stages.annotate import voiced_runs
+
+    active = np.zeros(300, bool)
+    active[100:190] = True  # the line before ends at hop 120 (12 s); the voice goes on to 19 s
+    active[200:260] = True
+    assert voiced_runs(active, 120, 300) == [(130, 190), (200, 260)]
+    active[135:190] = False  # only the tail of the line before: dropped
+    assert voiced_runs(active, 120, 300) == [(200, 260)]
+
+
 VOCALISE_INTRO_SONG = """[intro]
 Oh-hoh-hoh-hoah
 Oh-hoh-hoh-hoah
