@@ -435,6 +435,31 @@ def test_disputed_lines_go_where_the_voice_is(monkeypatch: pytest.MonkeyPatch) -
     assert whole[0]["flags"] == [] and whole[3]["flags"] == []
 
 
+def test_a_disputed_line_takes_a_stretch_of_voice_no_line_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dsp_i18: the song's last "Yeah, heah!" comes alone after 10 s of silence; the whole-song alignment put it
+    beside the line before, and the alignment between anchors in that last stretch of voice."""
+    from mvgen.stages.annotate import Evidence, lyric_phrase
+    from mvgen.stages.vocals import VocalActivity
+
+    rate = 16000
+    activity = VocalActivity.from_stem(_bursts(rate, 40.0, [(5.0, 20.0), (31.0, 33.0)]), rate)
+    lines = [LyricLine(index=i, text=text, section="verse", section_index=1)
+             for i, text in enumerate(["first line here", "to help you", "yeah heah"])]
+
+    def placed(line: LyricLine, start: float) -> dict:
+        words = [{"word": w, "start": start + k * 0.4, "end": start + k * 0.4 + 0.4, "probability": 0.7}
+                 for k, w in enumerate(line.text.split())]
+        return lyric_phrase(line, start, start + 0.4 * len(words), words, 0.7, [])
+
+    whole = {0: placed(lines[0], 5.5), 1: placed(lines[1], 15.0), 2: placed(lines[2], 17.0)}
+    windowed = {0: 5.5, 1: 12.0, 2: 31.3}
+    monkeypatch.setattr(StableTsAligner, "_align", lambda self, aligner, audio, group, start, end=None:
+                        [placed(line, windowed[line.index]) for line in group])
+    StableTsAligner(model="tiny.en")._fill_between_anchors(None, np.zeros(1), lines, whole, Evidence({0: 5.5}, {}),
+                                                           0.0, 40.0, activity)
+    assert [whole[i]["start"] for i in range(3)] == [5.5, 15.0, 31.3]  # line 1's other place is voiced too
+
+
 def test_a_vocalise_sung_on_in_the_same_breath_keeps_its_voice() -> None:
     """Kung Fu Fighting: "Oh-hoh-hoh-hoh, ha" follows "...expert timing" with no pause; only the first second
     after the line before is its ringing tail, the rest of the stretch is the vocalise."""

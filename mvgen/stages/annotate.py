@@ -36,7 +36,7 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -261,8 +261,9 @@ class StableTsAligner(AnnotateStage):
         window. The group takes the windowed alignment where the whole-song alignment put one of its lines
         outside that window (the line had drifted across an anchor), or where the windowed words are clearly
         more probable. Otherwise the whole-song alignment stays, except for a run of lines the two place more
-        than ``DISAGREEMENT`` apart that the windowed alignment puts clearly more where the voice is. Either
-        way, a line the two place more than ``DISAGREEMENT`` apart is flagged."""
+        than ``DISAGREEMENT`` apart that the windowed alignment puts clearly more where the voice is, and for
+        such a line that the windowed alignment puts in a stretch of voice no other line claims. Either way, a
+        line the two place more than ``DISAGREEMENT`` apart is flagged."""
         for group, start, end in anchor_windows(lines, evidence.anchors, first, last):
             windowed = self._align(aligner, audio, group, start, end)
             whole = [phrases[line.index] for line in group]
@@ -275,6 +276,10 @@ class StableTsAligner(AnnotateStage):
                         _voiced_share([whole[k] for k in run], activity) + VOICED_MARGIN and \
                         _fits_between(windowed[run[0]]["start"], windowed[run[-1]]["end"], whole, run):
                     taken.update(run)
+            for k in [] if drifted or activity is None else [k for k in apart if k not in taken]:
+                stretch = _unclaimed_stretch(windowed[k]["start"], activity, phrases.values(), group[k].index)
+                if stretch and _fits_between(windowed[k]["start"], windowed[k]["end"], whole, [k]):
+                    taken.add(k)  # the voice there is otherwise unexplained: the song's last "Yeah, heah!"
             for k, (line, phrase) in enumerate(zip(group, windowed)):
                 other = whole[k]
                 if k in apart:
@@ -364,6 +369,7 @@ ANCHOR_PAD = 0.4  # a window opens this long before an anchored line's heard ons
 SECONDS_PER_WORD = 0.3  # to step back from an anchored word to its line's onset
 CONFIDENCE_MARGIN = 0.05  # the windowed alignment of a group wins when its words are this much more probable
 VOICED_MARGIN = 0.2  # a run of disputed lines is re-placed when it sits this much more where the voice is
+UNCLAIMED_SECONDS = 1.0  # ... and a disputed line when it alone is placed in a stretch of voice this long
 DISAGREEMENT = 1.5  # seconds between where a line was placed and where the transcript heard it
 SPAN_PAD = 0.5  # the whole-song alignment runs from this long before the voice is first heard to after the last
 _VOWEL_GROUP = re.compile(r"[aeiouyàáâäãåèéêëìíîïòóôöõùúûüœæ]+")
@@ -455,6 +461,18 @@ def transcript_evidence(lines: list[LyricLine], heard_words: list[tuple[str, flo
             ordered[line] = max(anchors[line], 0.0)
             last = anchors[line]
     return Evidence(ordered, any_match)
+
+
+def _unclaimed_stretch(time: float, activity: "VocalActivity", phrases: Iterable[dict[str, Any]],
+                       line: int) -> list[float] | None:
+    """The stretch of voice (at least ``UNCLAIMED_SECONDS`` long) around ``time`` when no phrase but ``line``'s
+    own overlaps it, else None."""
+    for start, end in activity.stretches(UNCLAIMED_SECONDS):
+        if start <= time < end:
+            if any(p["line"] != line and p["start"] < end and p["end"] > start for p in phrases):
+                return None
+            return [start, end]
+    return None
 
 
 def _fits_between(start: float, end: float, phrases: list[dict[str, Any]], run: list[int]) -> bool:
