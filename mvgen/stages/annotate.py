@@ -277,8 +277,8 @@ class StableTsAligner(AnnotateStage):
                         _fits_between(windowed[run[0]]["start"], windowed[run[-1]]["end"], whole, run):
                     taken.update(run)
             for k in [] if drifted or activity is None else [k for k in apart if k not in taken]:
-                stretch = _unclaimed_stretch(windowed[k]["start"], activity, phrases.values(), group[k].index)
-                if stretch and _fits_between(windowed[k]["start"], windowed[k]["end"], whole, [k]):
+                if _alone_in_voice(windowed[k]["start"], activity, phrases.values(), group[k].index) and \
+                        _fits_between(windowed[k]["start"], windowed[k]["end"], whole, [k]):
                     taken.add(k)  # the voice there is otherwise unexplained: the song's last "Yeah, heah!"
             for k, (line, phrase) in enumerate(zip(group, windowed)):
                 other = whole[k]
@@ -463,16 +463,13 @@ def transcript_evidence(lines: list[LyricLine], heard_words: list[tuple[str, flo
     return Evidence(ordered, any_match)
 
 
-def _unclaimed_stretch(time: float, activity: "VocalActivity", phrases: Iterable[dict[str, Any]],
-                       line: int) -> list[float] | None:
-    """The stretch of voice (at least ``UNCLAIMED_SECONDS`` long) around ``time`` when no phrase but ``line``'s
-    own overlaps it, else None."""
+def _alone_in_voice(time: float, activity: "VocalActivity", phrases: Iterable[dict[str, Any]], line: int) -> bool:
+    """Whether ``time`` is inside a stretch of voice (at least ``UNCLAIMED_SECONDS`` long) that no phrase but
+    ``line``'s own overlaps."""
     for start, end in activity.stretches(UNCLAIMED_SECONDS):
         if start <= time < end:
-            if any(p["line"] != line and p["start"] < end and p["end"] > start for p in phrases):
-                return None
-            return [start, end]
-    return None
+            return not any(p["line"] != line and p["start"] < end and p["end"] > start for p in phrases)
+    return False
 
 
 def _fits_between(start: float, end: float, phrases: list[dict[str, Any]], run: list[int]) -> bool:
@@ -631,8 +628,9 @@ def flag_unvoiced(phrases: list[dict[str, Any]], activity: "VocalActivity") -> N
 def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float) -> list[str]:
     """A line is sung in one breath-group. When its words fall into groups apart by more than ``max_gap``
     (an instrumental stretch between them), the group with the most words that are not filler ("la-la",
-    "yeah"), then the most words, then the most probable, then the later, is where the line is sung; the others were pulled across the gap, so they are set right beside
-    it. Nothing is ever moved towards the stray words: a line cannot be dragged into a break."""
+    "yeah"), then the most words, then the most probable, then the later, is where the line is sung; the others
+    were pulled across the gap, so they are set right beside it. Nothing is ever moved towards the stray words:
+    a line cannot be dragged into a break."""
     groups: list[list[dict[str, Any]]] = [[words[0]]]
     for previous, word in zip(words, words[1:]):
         if word["start"] - previous["end"] > max_gap:
