@@ -130,18 +130,26 @@ def evaluate_song(song: dict[str, Any], model: str, out_dir: Path) -> dict[str, 
             "rtf": round(seconds / (len(samples) / 48000), 4), "errors": report["errors"]}
 
 
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The dev-set figures over some songs' rows (``evaluate_song``)."""
+    far = sum(r["over_1s"] for r in rows)
+    return {"songs": len(rows), "songs_mae_within_0.5": sum(r["mae"] <= 0.5 for r in rows),
+            "lines": sum(r["lines"] for r in rows), "lines_over_5s": sum(r["over_5s"] for r in rows),
+            "lines_over_1s": far,
+            "over_1s_flagged_share": round(sum(r["over_1s_flagged"] for r in rows) / far, 4) if far else 1.0,
+            "median_song_mae": round(statistics.median(r["mae"] for r in rows), 4),
+            "rtf": round(statistics.fmean(r["rtf"] for r in rows), 4)}
+
+
 def evaluate_dev_set(folder: Path, model: str = "auto", out: Path | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     songs = dev_set_songs(folder)
     out = out or folder / "_eval"
     rows = [evaluate_song(song, model, out / song["id"]) for song in tqdm(songs, desc="eval", unit="song")]
-    far = sum(r["over_1s"] for r in rows)
-    summary = {"songs": len(rows), "songs_mae_within_0.5": sum(r["mae"] <= 0.5 for r in rows),
-               "lines": sum(r["lines"] for r in rows), "lines_over_5s": sum(r["over_5s"] for r in rows),
-               "lines_over_1s": far, "over_1s_flagged_share": round(sum(r["over_1s_flagged"] for r in rows) / far, 4)
-               if far else 1.0, "median_song_mae": round(statistics.median(r["mae"] for r in rows), 4),
-               "rtf": round(statistics.fmean(r["rtf"] for r in rows), 4), "model": model}
+    summary = {**aggregate(rows), "model": model,
+               "by_language": {language: aggregate([r for r in rows if r["language"] == language])
+                               for language in sorted({r["language"] for r in rows})}}
     result = {"summary": summary, "songs": rows}
     from mvgen.util import write_json
 
@@ -155,10 +163,16 @@ def format_dev_set(result: dict[str, Any]) -> str:
     rows = [head] + [f"{r['id'][:32]:32s} {r['language']:4s} {r['lines']:5d} {r['mae']:6.2f} {r['median']:6.2f} "
                      f"{r['max']:6.1f} {r['over_1s']:4d} {r['over_5s']:4d} {r['over_1s_flagged']:3d}/{r['over_1s']:<3d} "
                      f"{r['rtf']:5.2f}" for r in result["songs"]]
-    s = result["summary"]
-    rows.append(f"{s['songs_mae_within_0.5']}/{s['songs']} songs at MAE <= 0.5 s; {s['lines_over_5s']} of {s['lines']} "
-                f"lines > 5 s off; {s['lines_over_1s']} lines > 1 s off, {100 * s['over_1s_flagged_share']:.0f} % of "
-                f"them flagged; median song MAE {s['median_song_mae']:.2f} s; RTF {s['rtf']:.3f} ({s['model']})")
+    def line(s: dict[str, Any]) -> str:
+        return (f"{s['songs_mae_within_0.5']}/{s['songs']} songs at MAE <= 0.5 s; {s['lines_over_5s']} of "
+                f"{s['lines']} lines > 5 s off; {s['lines_over_1s']} lines > 1 s off, "
+                f"{100 * s['over_1s_flagged_share']:.0f} % of them flagged; median song MAE "
+                f"{s['median_song_mae']:.2f} s; RTF {s['rtf']:.3f}")
+
+    summary = result["summary"]
+    rows.append(f"{line(summary)} ({summary['model']})")
+    if len(summary["by_language"]) > 1:
+        rows += [f"  {language}: {line(part)}" for language, part in summary["by_language"].items()]
     return "\n".join(rows)
 
 
