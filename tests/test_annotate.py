@@ -430,6 +430,37 @@ def test_dense_lines_start_on_time(tmp_path: Path) -> None:
     assert reports[True]["max"] <= 0.1, reports[True]
 
 
+REPEATED_SONG = """[chorus]
+Hold me closer now
+Never let me go
+Hold me closer now
+[verse]
+Walking through the city with the lights down low
+Every little thing you say I already know
+[chorus]
+Hold me closer now
+Never let me go
+Hold me closer now
+[outro]
+Hold me closer now
+"""
+
+
+@pytest.mark.slow
+def test_a_line_sung_four_times_keeps_its_last_repetition_after_a_long_break(tmp_path: Path) -> None:
+    """The chorus line comes four times, the last alone after a 14 s break, with the voice 14 dB down in the
+    mix. Its words were split: "Hold me" 14 s early, where no one sings, "closer now" where it is sung. The
+    line must go where its words are heard, not to the group that wins on word probability."""
+    song = {"lyrics": REPEATED_SONG, "bpm": 100}
+    DemoSongMaker(seed=5, bars_between_sections=6, vocal_gain_db=-14.0).make(song, tmp_path)
+    StableTsAligner(model="base").annotate(song, tmp_path / "song.wav", tmp_path)
+    annotation = read_json(tmp_path / "annotation.json")
+    report = line_onset_report(annotation, read_json(tmp_path / "truth.json"))
+    assert report["max"] <= 1.0, report
+    last = [p for p in annotation["phrases"] if p["kind"] == "lyric"][-1]
+    assert "no voice heard where the line is placed" not in last["flags"]
+
+
 def test_vocal_onsets_are_where_the_voice_starts_after_a_breath() -> None:
     from mvgen.stages.vocals import VocalActivity
 

@@ -136,6 +136,7 @@ class StableTsAligner(AnnotateStage):
         self.isolate_vocals, self.vocals_model = isolate_vocals, vocals_model
         self.vocals_dtype, self.vocals_steps, self.seed = vocals_dtype, vocals_steps, seed
         self.anchors, self.vocal_guide, self.snap_to_onsets = anchors, vocal_guide, snap_to_onsets
+        self._voice: VocalActivity | None = None  # the vocal activity of the song being aligned
 
     # ----------------------------------------------------------------------------------------- API
     def annotate(self, song: dict[str, Any], song_wav: Path, out_dir: Path) -> dict[str, Any]:
@@ -148,6 +149,7 @@ class StableTsAligner(AnnotateStage):
             raise MvgenError(f"{len(lines)} lyric lines cannot be sung in a {duration:.0f} s song; check that "
                              "song.lyrics belongs to this audio")
         activity = self._activity(samples, rate)
+        self._voice = activity  # read by _phrase while this song is aligned
         if self.isolate_vocals:
             samples = self._vocals(song, samples, rate)
             write_wav(out_dir / VOCALS_WAV, samples, rate)
@@ -326,7 +328,7 @@ class StableTsAligner(AnnotateStage):
                     word["end"] = word["start"] + min(2 * typical, self.limits["max_word_seconds"])
                     flags.append(f"trimmed {word['word']!r}, stretched over the music")
             first = aligned[0]
-            flags += regroup_line(aligned, MAX_WORD_GAP, typical)
+            flags += regroup_line(aligned, MAX_WORD_GAP, typical, self._voice)
             first["start"] = max(first["start"], first["end"] - self.max_onset_lead)
             for word in aligned:  # words set before the line's main group stay inside the window
                 word["start"] = max(word["start"], offset)
@@ -625,12 +627,14 @@ def flag_unvoiced(phrases: list[dict[str, Any]], activity: "VocalActivity") -> N
             phrase["flags"].append("no voice heard where the line is placed")
 
 
-def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float) -> list[str]:
+def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float,
+                 activity: "VocalActivity | None" = None) -> list[str]:
     """A line is sung in one breath-group. When its words fall into groups apart by more than ``max_gap``
     (an instrumental stretch between them), the group with the most words that are not filler ("la-la",
-    "yeah"), then the most words, then the most probable, then the later, is where the line is sung; the others
-    were pulled across the gap, so they are set right beside it. Nothing is ever moved towards the stray words:
-    a line cannot be dragged into a break."""
+    "yeah") sung where the voice is heard (with ``activity``), then the most such words anywhere, then the most
+    words, then the most probable, then the later, is where the line is sung; the others were pulled across the
+    gap, so they are set right beside it. Nothing is ever moved towards the stray words: a line cannot be
+    dragged into a break."""
     groups: list[list[dict[str, Any]]] = [[words[0]]]
     for previous, word in zip(words, words[1:]):
         if word["start"] - previous["end"] > max_gap:
@@ -638,8 +642,13 @@ def regroup_line(words: list[dict[str, Any]], max_gap: float, typical: float) ->
         groups[-1].append(word)
     if len(groups) == 1:
         return []
-    main_index = max(range(len(groups)), key=lambda i: (  # words before filler: "Alabama (la-la la-la)"
-        sum(not is_vocalise(w["word"]) for w in groups[i]), len(groups[i]),
+    def lexical(group: list[dict[str, Any]], voiced_only: bool) -> int:  # "Alabama (la-la la-la)": 1
+        return sum(not is_vocalise(w["word"]) and (not voiced_only or activity is None or
+                                                   activity.share_active(w["start"], w["end"]) >= 0.5)
+                   for w in group)
+
+    main_index = max(range(len(groups)), key=lambda i: (
+        lexical(groups[i], True), lexical(groups[i], False), len(groups[i]),
         sum(w["probability"] for w in groups[i]) / len(groups[i]), i))
     main = groups[main_index]
     before = [w for g in groups[:main_index] for w in g]
