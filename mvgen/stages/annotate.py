@@ -166,6 +166,8 @@ class StableTsAligner(AnnotateStage):
         if evidence.anchors:
             self._fill_between_anchors(aligner, audio, lexical, phrases, evidence, first, last, activity)
         self._repair_collapse(aligner, audio, lexical, phrases, first, last)
+        if activity is not None:
+            self._repair_unvoiced(aligner, audio, lexical, phrases, first, last, activity)
         flag_uncertain(lexical, phrases, evidence)
         # The words were not heard: most lines unplaced, or half of them when the free transcription matched
         # no lyric word at all. Then where the voice is says more than the alignment.
@@ -359,6 +361,33 @@ class StableTsAligner(AnnotateStage):
             for line, phrase in zip(group, self._align(aligner, audio, group, start, end)):
                 phrase["flags"].append("re-aligned after a collapse")
                 phrases[line.index] = phrase
+
+    def _repair_unvoiced(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
+                         phrases: dict[int, dict[str, Any]], first: float, last: float,
+                         activity: "VocalActivity") -> None:
+        """Align a run of lines placed where no one sings again, inside the stretches of voice between their
+        neighbours that no other line claims (the song's last chorus line put in the silence before the
+        outro), and keep that alignment when it puts them where the voice is."""
+        def unvoiced(i: int) -> bool:
+            phrase = phrases[lines[i].index]
+            return activity.share_active(phrase["start"], max(phrase["end"], phrase["start"] + 0.1)) < UNVOICED_SHARE
+
+        for run in _runs([i for i in range(len(lines)) if unvoiced(i)], key=lambda i: i):
+            start = phrases[lines[run[0] - 1].index]["end"] if run[0] else first
+            end = phrases[lines[run[-1] + 1].index]["start"] if run[-1] + 1 < len(lines) else last
+            others = [phrases[line.index] for k, line in enumerate(lines) if k not in run]
+            free = [(a, b) for a, b in activity.stretches(UNCLAIMED_SECONDS) if b > start and a < end and
+                    not any(p["start"] < b and p["end"] > a for p in others)]
+            if not free:
+                continue
+            group = [lines[i] for i in run]
+            aligned = self._align(aligner, audio, group, max(start, free[0][0] - SPAN_PAD),
+                                  min(end, free[-1][1] + SPAN_PAD))
+            if _voiced_share(aligned, activity) >= _voiced_share([phrases[line.index] for line in group],
+                                                                 activity) + VOICED_MARGIN:
+                for line, phrase in zip(group, aligned):
+                    phrase["flags"].append("re-aligned where the voice is")
+                    phrases[line.index] = phrase
 
     def _squeezed(self, phrase: dict[str, Any]) -> bool:
         length = phrase["end"] - phrase["start"]
@@ -583,14 +612,17 @@ def layout_by_voice(lines: list[LyricLine], activity: "VocalActivity", first: fl
 def voiced_runs(active: np.ndarray, a: int, b: int, min_hops: int = 5) -> list[tuple[int, int]]:
     """The stretches [start, end) of hops a..b in which the voice is heard, as long as something is left:
     without runs under ``min_hops``, a short run that only leads into the next line at ``b``, or the first
-    ``RING`` seconds of a stretch that began before ``a`` (the line before is still ringing there; all of it
-    when little more is left)."""
+    ``RING`` seconds of a stretch that began well before ``a`` (the line before is still ringing there; all of
+    it when little more is left)."""
     runs = active_runs(active, a, b)
     runs = [r for r in runs if r[1] - r[0] >= min_hops] or runs
     spill = int(round(SMOOTH_SPILL / HOP_SECONDS_VOICE))
     if len(runs) > 1 and b < len(active) and active[b] and runs[-1][1] == b and runs[-1][1] - runs[-1][0] <= spill:
         runs = runs[:-1]  # only the next line's onset, spread early by the loudness smoothing
-    if a > 0 and active[a - 1] and runs and runs[0][0] == a:
+    began = a
+    while began > 0 and active[began - 1]:
+        began -= 1
+    if a - began > spill and runs and runs[0][0] == a:  # a stretch that began only just before a is a new onset
         ring = int(round(RING / HOP_SECONDS_VOICE))
         if runs[0][1] - a - ring >= max(min_hops, ring):
             runs[0] = (a + ring, runs[0][1])  # the voice goes on: the next line is sung in the same breath
