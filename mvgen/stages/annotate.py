@@ -342,7 +342,8 @@ class StableTsAligner(AnnotateStage):
     def _repair_collapse(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
                          phrases: dict[int, dict[str, Any]], first: float, last: float) -> None:
         """Re-align runs of squeezed or out-of-order lines inside the window their good neighbours leave
-        (the song's sung span, ``first`` to ``last``, at the ends).
+        (the song's sung span, ``first`` to ``last``, at the ends). When the run collapses again, the "good"
+        neighbour after it was wrong too (it left no room): the run is aligned once more with that line.
 
         One squeezed line on its own is a fast line, not a collapse: the quality gate flags it instead.
         """
@@ -353,14 +354,20 @@ class StableTsAligner(AnnotateStage):
         for run in _runs(bad, key=lambda i: i):
             if len(run) == 1 and not out_of_order(run[0]):
                 continue
-            start = phrases[lines[run[0] - 1].index]["end"] if run[0] else first
-            end = phrases[lines[run[-1] + 1].index]["start"] if run[-1] + 1 < len(lines) else last
-            group = [lines[i] for i in run]
-            if end - start < 0.25 * sum(len(line.text.split()) for line in group):
-                continue  # no room to spread them out: the gate flags them
-            for line, phrase in zip(group, self._align(aligner, audio, group, start, end)):
-                phrase["flags"].append("re-aligned after a collapse")
-                phrases[line.index] = phrase
+            for extended in (run, run + [run[-1] + 1]):
+                if extended[-1] >= len(lines):
+                    break
+                start = phrases[lines[extended[0] - 1].index]["end"] if extended[0] else first
+                end = phrases[lines[extended[-1] + 1].index]["start"] if extended[-1] + 1 < len(lines) else last
+                group = [lines[i] for i in extended]
+                if end - start < 0.25 * sum(len(line.text.split()) for line in group):
+                    break  # no room to spread them out: the gate flags them
+                aligned = self._align(aligner, audio, group, start, end)
+                for line, phrase in zip(group, aligned):
+                    phrase["flags"].append("re-aligned after a collapse")
+                    phrases[line.index] = phrase
+                if not any(self._squeezed(phrase) or phrase["end"] <= phrase["start"] for phrase in aligned):
+                    break
 
     def _repair_unvoiced(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
                          phrases: dict[int, dict[str, Any]], first: float, last: float,
