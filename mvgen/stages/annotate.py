@@ -342,8 +342,9 @@ class StableTsAligner(AnnotateStage):
     def _repair_collapse(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
                          phrases: dict[int, dict[str, Any]], first: float, last: float) -> None:
         """Re-align runs of squeezed or out-of-order lines inside the window their good neighbours leave
-        (the song's sung span, ``first`` to ``last``, at the ends). When the run collapses again, the "good"
-        neighbour after it was wrong too (it left no room): the run is aligned once more with that line.
+        (the song's sung span, ``first`` to ``last``, at the ends). When a line of the run is left with no time
+        at all, the "good" neighbour after it was wrong too (it left no room): the run is aligned once more
+        with that line.
 
         One squeezed line on its own is a fast line, not a collapse: the quality gate flags it instead.
         """
@@ -366,8 +367,8 @@ class StableTsAligner(AnnotateStage):
                 for line, phrase in zip(group, aligned):
                     phrase["flags"].append("re-aligned after a collapse")
                     phrases[line.index] = phrase
-                if not any(self._squeezed(phrase) or phrase["end"] <= phrase["start"] for phrase in aligned):
-                    break
+                if not any(phrase["end"] <= phrase["start"] for phrase in aligned):
+                    break  # fast lines stay fast; only lines with no time at all mean the room was wrong
 
     def _repair_unvoiced(self, aligner: Any, audio: np.ndarray, lines: list[LyricLine],
                          phrases: dict[int, dict[str, Any]], first: float, last: float,
