@@ -163,6 +163,7 @@ def format_dev_set(result: dict[str, Any]) -> str:
     rows = [head] + [f"{r['id'][:32]:32s} {r['language']:4s} {r['lines']:5d} {r['mae']:6.2f} {r['median']:6.2f} "
                      f"{r['max']:6.1f} {r['over_1s']:4d} {r['over_5s']:4d} {r['over_1s_flagged']:3d}/{r['over_1s']:<3d} "
                      f"{r['rtf']:5.2f}" for r in result["songs"]]
+
     def line(s: dict[str, Any]) -> str:
         return (f"{s['songs_mae_within_0.5']}/{s['songs']} songs at MAE <= 0.5 s; {s['lines_over_5s']} of "
                 f"{s['lines']} lines > 5 s off; {s['lines_over_1s']} lines > 1 s off, "

@@ -358,8 +358,7 @@ class StableTsAligner(AnnotateStage):
             for extended in (run, run + [run[-1] + 1]):
                 if extended[-1] >= len(lines):
                     break
-                start = phrases[lines[extended[0] - 1].index]["end"] if extended[0] else first
-                end = phrases[lines[extended[-1] + 1].index]["start"] if extended[-1] + 1 < len(lines) else last
+                start, end = _room(lines, phrases, extended, first, last)
                 group = [lines[i] for i in extended]
                 if end - start < 0.25 * sum(len(line.text.split()) for line in group):
                     break  # no room to spread them out: the gate flags them
@@ -376,16 +375,12 @@ class StableTsAligner(AnnotateStage):
         """Align a run of lines placed where no one sings again, inside the stretches of voice between their
         neighbours that no other line claims (the song's last chorus line put in the silence before the
         outro), and keep that alignment when it puts them where the voice is."""
-        def unvoiced(i: int) -> bool:
-            phrase = phrases[lines[i].index]
-            return activity.share_active(phrase["start"], max(phrase["end"], phrase["start"] + 0.1)) < UNVOICED_SHARE
-
-        for run in _runs([i for i in range(len(lines)) if unvoiced(i)], key=lambda i: i):
-            start = phrases[lines[run[0] - 1].index]["end"] if run[0] else first
-            end = phrases[lines[run[-1] + 1].index]["start"] if run[-1] + 1 < len(lines) else last
+        unvoiced = [i for i in range(len(lines))
+                    if _voiced_share([phrases[lines[i].index]], activity) < UNVOICED_SHARE]
+        for run in _runs(unvoiced, key=lambda i: i):
+            start, end = _room(lines, phrases, run, first, last)
             others = [phrases[line.index] for k, line in enumerate(lines) if k not in run]
-            free = [(a, b) for a, b in activity.stretches(UNCLAIMED_SECONDS) if b > start and a < end and
-                    not any(p["start"] < b and p["end"] > a for p in others)]
+            free = [(a, b) for a, b in _unclaimed_stretches(activity, others) if b > start and a < end]
             if not free:
                 continue
             group = [lines[i] for i in run]
@@ -502,13 +497,26 @@ def transcript_evidence(lines: list[LyricLine], heard_words: list[tuple[str, flo
     return Evidence(ordered, any_match)
 
 
+def _unclaimed_stretches(activity: "VocalActivity", phrases: Iterable[dict[str, Any]]) -> list[list[float]]:
+    """The stretches of voice (at least ``UNCLAIMED_SECONDS`` long) that none of ``phrases`` overlaps."""
+    phrases = list(phrases)
+    return [[a, b] for a, b in activity.stretches(UNCLAIMED_SECONDS)
+            if not any(p["start"] < b and p["end"] > a for p in phrases)]
+
+
 def _alone_in_voice(time: float, activity: "VocalActivity", phrases: Iterable[dict[str, Any]], line: int) -> bool:
-    """Whether ``time`` is inside a stretch of voice (at least ``UNCLAIMED_SECONDS`` long) that no phrase but
-    ``line``'s own overlaps."""
-    for start, end in activity.stretches(UNCLAIMED_SECONDS):
-        if start <= time < end:
-            return not any(p["line"] != line and p["start"] < end and p["end"] > start for p in phrases)
-    return False
+    """Whether ``time`` is inside a stretch of voice that no phrase but ``line``'s own overlaps."""
+    others = [p for p in phrases if p["line"] != line]
+    return any(a <= time < b for a, b in _unclaimed_stretches(activity, others))
+
+
+def _room(lines: list[LyricLine], phrases: dict[int, dict[str, Any]], run: list[int], first: float,
+          last: float) -> tuple[float, float]:
+    """The window a run of lines (positions in ``lines``) has between its neighbours' placements: from the end
+    of the line before to the start of the line after (``first`` and ``last`` at the ends)."""
+    start = phrases[lines[run[0] - 1].index]["end"] if run[0] else first
+    end = phrases[lines[run[-1] + 1].index]["start"] if run[-1] + 1 < len(lines) else last
+    return start, end
 
 
 def _fits_between(start: float, end: float, phrases: list[dict[str, Any]], run: list[int]) -> bool:
