@@ -380,18 +380,24 @@ Yeah heah
 """
 
 
+def _without_and_with_onsets(song: dict, song_dir: Path) -> dict[bool, dict]:
+    """Line-onset reports of the default aligner on ``song_dir``'s song, with ``snap_to_onsets`` off and on."""
+    truth = read_json(song_dir / "truth.json")
+    reports = {}
+    for snap in (False, True):
+        out = song_dir / f"snap_{snap}"
+        StableTsAligner(model="base", snap_to_onsets=snap).annotate(song, song_dir / "song.wav", out)
+        reports[snap] = line_onset_report(read_json(out / "annotation.json"), truth)
+    return reports
+
+
 @pytest.mark.slow
 def test_line_starts_move_to_the_voice_onsets(tmp_path: Path) -> None:
     """End to end on a synthesised song: Whisper puts some line starts 0.2-0.3 s off over the backing track;
     the stem's onsets put every line where the voice starts."""
     song = {"lyrics": ONSET_SONG, "bpm": 100}
     DemoSongMaker(seed=5, bars_between_sections=5).make(song, tmp_path)
-    truth = read_json(tmp_path / "truth.json")
-    reports = {}
-    for snap in (False, True):
-        out = tmp_path / f"snap_{snap}"
-        StableTsAligner(model="base", snap_to_onsets=snap).annotate(song, tmp_path / "song.wav", out)
-        reports[snap] = line_onset_report(read_json(out / "annotation.json"), truth)
+    reports = _without_and_with_onsets(song, tmp_path)
     assert reports[False]["mae"] > 0.1 and reports[False]["max"] > 0.2, reports[False]  # without the onsets
     assert reports[True]["mae"] <= 0.05 and reports[True]["max"] <= 0.1, reports[True]
 
@@ -420,12 +426,7 @@ def test_dense_lines_start_on_time(tmp_path: Path) -> None:
     without the vocal onsets, line starts come up to 0.4 s early; with them, every line is within 0.1 s."""
     song = {"lyrics": DENSE_SONG, "bpm": 100}
     DemoSongMaker(seed=5, words_per_minute=330).make(song, tmp_path)
-    truth = read_json(tmp_path / "truth.json")
-    reports = {}
-    for snap in (False, True):
-        out = tmp_path / f"snap_{snap}"
-        StableTsAligner(model="base", snap_to_onsets=snap).annotate(song, tmp_path / "song.wav", out)
-        reports[snap] = line_onset_report(read_json(out / "annotation.json"), truth)
+    reports = _without_and_with_onsets(song, tmp_path)
     assert reports[False]["max"] > 0.25, reports[False]  # without the onsets
     assert reports[True]["max"] <= 0.1, reports[True]
 
